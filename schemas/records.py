@@ -1,0 +1,186 @@
+"""Message records: the public contract on Sluice's topics (documented in docs/topics.md).
+
+Records are plain frozen dataclasses encoded as JSON with orjson. Every record carries ``v``, the schema
+version; readers reject versions they do not know rather than guess.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+SCHEMA_VERSION = 1
+
+Priority = Literal["interactive", "batch"]
+Status = Literal["ok", "rejected", "error"]
+Tier = Literal["cache", "local", "cloud", "none"]
+PRIORITIES: tuple[str, ...] = ("interactive", "batch")
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Request:
+    """An inference request published to ``sluice.requests`` (key: session)."""
+
+    id: str
+    tenant: str
+    session: str
+    prompt: str | None = None
+    messages: tuple[Message, ...] = ()
+    max_tokens: int = 128
+    priority: str = "interactive"
+    reply_to: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: int = field(default_factory=now_ms)
+    v: int = SCHEMA_VERSION
+
+    def chat(self) -> list[Message]:
+        """The conversation to send to a model: ``messages``, or ``prompt`` as one user turn."""
+        if self.messages:
+            return list(self.messages)
+        return [Message(role="user", content=self.prompt or "")]
+
+    @property
+    def feature(self) -> str | None:
+        value = self.metadata.get("feature")
+        return value if isinstance(value, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["messages"] = [asdict(m) for m in self.messages]
+        if not self.messages:
+            del d["messages"]
+        if self.prompt is None:
+            del d["prompt"]
+        return d
+
+
+@dataclass(frozen=True)
+class Response:
+    """The final answer to one request, on ``sluice.responses`` (key: request id) and ``reply_to``."""
+
+    id: str
+    tenant: str
+    session: str
+    status: str
+    text: str = ""
+    tier: str = "none"
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    reason: str | None = None
+    route: dict[str, Any] = field(default_factory=dict)
+    created_at: int = field(default_factory=now_ms)
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Response:
+        usage = d.get("usage") or {}
+        return cls(
+            id=str(d["id"]),
+            tenant=str(d.get("tenant", "")),
+            session=str(d.get("session", "")),
+            status=str(d["status"]),
+            text=str(d.get("text") or ""),
+            tier=str(d.get("tier") or "none"),
+            model=str(d.get("model") or ""),
+            usage=Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+            cost_usd=float(d.get("cost_usd") or 0.0),
+            latency_ms=float(d.get("latency_ms") or 0.0),
+            reason=d.get("reason"),
+            route=dict(d.get("route") or {}),
+            created_at=int(d.get("created_at") or 0),
+            v=int(d.get("v", SCHEMA_VERSION)),
+        )
+
+    @classmethod
+    def rejected(cls, request: Request, reason: str, *, status: str = "rejected") -> Response:
+        return cls(
+            id=request.id,
+            tenant=request.tenant,
+            session=request.session,
+            status=status,
+            tier="none",
+            reason=reason,
+            latency_ms=float(max(0, now_ms() - request.created_at)),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """Work for a tier pool, on ``sluice.tier.<name>`` (key: dedup key)."""
+
+    request: Request
+    tier: str
+    key: str
+    route: dict[str, Any] = field(default_factory=dict)
+    admitted_at: int = field(default_factory=now_ms)
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "request": self.request.to_dict(),
+            "tier": self.tier,
+            "key": self.key,
+            "route": self.route,
+            "admitted_at": self.admitted_at,
+        }
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message Sluice could not accept, on ``sluice.deadletter``: nothing is dropped silently."""
+
+    reason: str
+    error: str
+    source_topic: str
+    partition: int
+    offset: int
+    original: str  # a bounded excerpt of the original bytes, decoded with replacement characters
+    original_bytes: int
+    truncated: bool
+    request_id: str | None = None
+    tenant: str | None = None
+    time: int = field(default_factory=now_ms)
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def dumps(record: Request | Response | Job | DeadLetter | dict[str, Any]) -> bytes:
+    data = record if isinstance(record, dict) else record.to_dict()
+    return orjson.dumps(data)

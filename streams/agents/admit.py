@@ -1,0 +1,41 @@
+"""Admit agent: ``sluice.requests`` → tier topics / dead-letter / rejections."""
+
+from __future__ import annotations
+
+import time
+
+import faust
+
+from streams.agents.emit import emit, source_of
+from streams.app import raw_topic
+from streams.settings import Settings
+from streams.stages.admit import AdmitStage
+from streams.topics import list_topics
+
+
+class TopicDirectory:
+    """Which topics exist, refreshed on a miss at most once a second (reply_to validation)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._known: set[str] = set()
+        self._refreshed = 0.0
+
+    async def exists(self, name: str) -> bool:
+        if name in self._known:
+            return True
+        if time.monotonic() - self._refreshed >= 1.0:
+            self._known = await list_topics(self.settings)
+            self._refreshed = time.monotonic()
+        return name in self._known
+
+
+def register(app: faust.App, settings: Settings) -> AdmitStage:
+    stage = AdmitStage(settings, TopicDirectory(settings).exists)
+
+    @app.agent(raw_topic(app, settings.topic("requests")), name="admit")
+    async def admit_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await emit(app, await stage.handle(event.value, source_of(event)))
+
+    return stage

@@ -1,0 +1,30 @@
+"""Local worker agent: ``sluice.tier.local`` → local GGUF model → ``sluice.responses`` (+ reply_to)."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.agents.emit import emit, source_of
+from streams.app import raw_topic
+from streams.settings import Settings
+from streams.stages.local_tier import LocalTierStage
+from workers.local.factory import build_pool
+
+
+def register(app: faust.App, settings: Settings) -> LocalTierStage:
+    stage = LocalTierStage(settings, build_pool(settings))
+
+    @app.task
+    async def load_model() -> None:
+        await stage.pool.start()  # load weights at startup, in the pool's executor
+
+    @app.agent(
+        raw_topic(app, settings.topic("tier.local")),
+        name="local-worker",
+        concurrency=settings.local_concurrency,
+    )
+    async def local_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await emit(app, await stage.handle(event.value, source_of(event)))
+
+    return stage

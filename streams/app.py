@@ -1,0 +1,64 @@
+"""Faust app factory: one app (one consumer group) per role.
+
+A role's app id is ``<prefix>-<role>``, so every process running that role, whether ``sluice up`` (all roles
+in one process) or ``sluice worker --role ROLE``, joins the same consumer group and Kafka spreads the
+partitions across them. Topics carry raw bytes: stages decode them, so bad input is dead-lettered with a
+reason instead of failing inside Faust's deserializer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams.settings import Settings
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """SASL/TLS settings for Faust's clients (``None`` for PLAINTEXT)."""
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    ssl_context = settings.kafka_client_options().get("ssl_context")
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def create_app(settings: Settings, role: str) -> faust.App:
+    app_id = f"{settings.topic_prefix}-{role}"
+    datadir = Path(settings.data_dir) / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        broker_credentials=faust_credentials(settings),
+        datadir=str(datadir),
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        # Sluice declares its own topics (streams/topics.py); Faust must not create or reshape them.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=settings.broker_heartbeat_interval,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout,
+        broker_commit_interval=1.0,
+        producer_linger=0.001,
+    )
+    return app
+
+
+def raw_topic(app: faust.App, name: str) -> Any:
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")

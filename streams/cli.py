@@ -1,0 +1,153 @@
+"""The ``sluice`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Sequence
+
+import orjson
+
+from streams.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from streams.broker import LocalBroker
+    from streams.roles import ROLES, run_worker
+    from streams.topics import create_topics
+
+    settings = _settings()
+    if LocalBroker(settings).start():
+        print(f"started Kafka at {settings.bootstrap}", file=sys.stderr)
+    asyncio.run(create_topics(settings))
+    roles = args.role or list(ROLES)
+    print(f"running roles {', '.join(roles)} against {settings.bootstrap}", file=sys.stderr)
+    run_worker(settings, roles)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.roles import run_worker
+
+    run_worker(_settings(), args.role)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from streams.client import SluiceClient, make_request
+
+    settings = _settings()
+    metadata = {"feature": args.feature} if args.feature else {}
+    request = make_request(
+        args.prompt,
+        tenant=args.tenant,
+        session=args.session,
+        max_tokens=args.max_tokens,
+        priority=args.priority,
+        metadata=metadata,
+    )
+
+    async def go() -> int:
+        async with SluiceClient(settings) as client:
+            try:
+                response = await client.submit(request, timeout=args.timeout)
+            except asyncio.TimeoutError:
+                print(f"no reply for {request.id} within {args.timeout or settings.reply_timeout_s}s", file=sys.stderr)
+                return 2
+        if args.json:
+            print(orjson.dumps(response.to_dict()).decode())
+        elif response.status == "ok":
+            print(response.text)
+            print(
+                f"[{response.tier} · {response.model} · {response.usage.prompt_tokens}+"
+                f"{response.usage.completion_tokens} tokens · ${response.cost_usd:.6f} · {response.latency_ms:.0f} ms]",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{response.status}: {response.reason}", file=sys.stderr)
+        return 0 if response.status == "ok" else 1
+
+    return asyncio.run(go())
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.topics import create_topics, list_topics
+
+    settings = _settings()
+    if args.action == "create":
+        created = asyncio.run(create_topics(settings))
+        print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    else:
+        for name in sorted(asyncio.run(list_topics(settings))):
+            print(name)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.broker import LocalBroker
+
+    settings = _settings()
+    broker = LocalBroker(settings)
+    if settings.uses_external_cluster:
+        print(f"KAFKA_BOOTSTRAP={settings.bootstrap}: using that cluster, nothing to {args.action}")
+        return 0
+    if args.action == "start":
+        started = broker.start()
+        print(("started" if started else "already running") + f" at {settings.bootstrap} (log: {broker.log_file})")
+    elif args.action == "stop":
+        print("stopped" if broker.stop() else "not running")
+    else:
+        pid = broker.running_pid()
+        print(f"running, pid {pid}" if pid else "not running")
+        return 0 if pid else 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description="Streaming middleware that cuts LLM inference cost.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start Kafka if needed, create topics, run all roles in this process")
+    up.add_argument("--role", action="append", help="run only these roles (repeatable)")
+    up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser("worker", help="run one or more roles (scale out by starting more processes)")
+    worker.add_argument("--role", action="append", required=True, help="admit | local (repeatable)")
+    worker.set_defaults(func=cmd_worker)
+
+    submit = sub.add_parser("submit", help="publish one prompt, wait for the reply and print it")
+    submit.add_argument("prompt")
+    submit.add_argument("--tenant", required=True)
+    submit.add_argument("--session", required=True)
+    submit.add_argument("--max-tokens", type=int, default=128)
+    submit.add_argument("--priority", choices=("interactive", "batch"), default="interactive")
+    submit.add_argument("--feature", help="metadata.feature, for cost attribution")
+    submit.add_argument("--timeout", type=float, default=None, help="seconds to wait (default SLUICE_REPLY_TIMEOUT_S)")
+    submit.add_argument("--json", action="store_true", help="print the whole response record as JSON")
+    submit.set_defaults(func=cmd_submit)
+
+    topics = sub.add_parser("topics", help="create or list Sluice's topics")
+    topics.add_argument("action", choices=("create", "list"))
+    topics.set_defaults(func=cmd_topics)
+
+    broker = sub.add_parser("broker", help="the local single-node KRaft broker (ignored with KAFKA_BOOTSTRAP)")
+    broker.add_argument("action", choices=("start", "stop", "status"))
+    broker.set_defaults(func=cmd_broker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

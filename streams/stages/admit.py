@@ -1,0 +1,85 @@
+"""Admission stage: validate, dead-letter bad input, apply limits, route to a tier topic.
+
+Runs on ``sluice.requests`` (key: session). Pure apart from the ``reply_topic_exists`` callback, so it is
+tested without a broker; the Faust agent only reads, calls :meth:`AdmitStage.handle` and sends.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Awaitable, Callable
+
+from schemas.parse import InvalidMessage, Limits, parse_request
+from schemas.records import Job, Request, Response, dumps
+from streams.policy.admission import AdmissionLimits, admit
+from streams.policy.cache_key import dedup_key
+from streams.policy.router import route
+from streams.settings import Settings
+from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+
+
+class AdmitStage:
+    def __init__(self, settings: Settings, reply_topic_exists: Callable[[str], Awaitable[bool]] | None = None) -> None:
+        self.settings = settings
+        self.limits = Limits(settings.max_message_bytes, settings.max_prompt_chars, settings.default_max_tokens)
+        self.admission = AdmissionLimits(max_tokens_limit=settings.max_tokens_limit)
+        self.reply_topic_exists = reply_topic_exists or _any_topic
+        self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
+        self.tiers = ("local",)
+
+    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+        try:
+            request = parse_request(raw, self.limits)
+        except InvalidMessage as exc:
+            return await self._invalid(raw, source, exc)
+        reply_ok = request.reply_to is None or await self.reply_topic_exists(request.reply_to)
+        verdict = admit(request, self.admission, reply_topic_ok=reply_ok)
+        if not verdict.admitted:
+            reason = verdict.reason or "rejected"
+            self.counts[f"rejected:{reason}"] += 1
+            # An unknown reply_to cannot be written to: the rejection goes to sluice.responses only.
+            reply_to = request.reply_to if reply_ok else None
+            return response_messages(Response.rejected(request, reason), self._topic("responses"), reply_to)
+        decision = route(request, self.tiers)
+        params = {"max_tokens": verdict.max_tokens}
+        key = dedup_key(request.tenant, request.chat(), params)
+        if verdict.max_tokens != request.max_tokens:
+            request = _with_max_tokens(request, verdict.max_tokens)
+        route_info = decision.to_dict()
+        if verdict.notes:
+            route_info["notes"] = list(verdict.notes)
+        job = Job(request=request, tier=decision.tier, key=key, route=route_info)
+        self.counts["admitted"] += 1
+        return [Outgoing(self._topic(f"tier.{decision.tier}"), key.encode(), dumps(job))]
+
+    async def _invalid(self, raw: bytes, source: Source, exc: InvalidMessage) -> list[Outgoing]:
+        self.counts[f"deadletter:{exc.reason}"] += 1
+        out = [dead_letter(self._topic("deadletter"), raw, source, exc)]
+        request_id = exc.request_id
+        if request_id:
+            partial = exc.partial
+            rejected = Response(
+                id=request_id,
+                tenant=partial.get("tenant", ""),
+                session=partial.get("session", ""),
+                status="rejected",
+                reason=exc.reason,
+            )
+            reply_to = partial.get("reply_to")
+            if reply_to and not await self.reply_topic_exists(reply_to):
+                reply_to = None
+            out.extend(response_messages(rejected, self._topic("responses"), reply_to))
+        return out
+
+    def _topic(self, name: str) -> str:
+        return self.settings.topic(name)
+
+
+async def _any_topic(_: str) -> bool:
+    return True
+
+
+def _with_max_tokens(request: Request, max_tokens: int) -> Request:
+    from dataclasses import replace
+
+    return replace(request, max_tokens=max_tokens)

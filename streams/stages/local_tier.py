@@ -1,0 +1,69 @@
+"""Local tier stage: run a job on the local model pool and build the final response.
+
+Runs on ``sluice.tier.local`` (key: dedup key). Generation happens in the pool's executor threads, never
+on the event loop. Model failures become ``error`` responses: the requester always hears back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from schemas.parse import InvalidMessage, parse_job
+from schemas.records import Response, Usage, now_ms
+from streams.settings import Settings
+from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from workers.errors import SluiceError
+from workers.local.pool import ModelPool
+
+log = logging.getLogger(__name__)
+
+
+class LocalTierStage:
+    def __init__(self, settings: Settings, pool: ModelPool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.counts: Counter[str] = Counter()
+
+    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+        try:
+            job = parse_job(raw)
+        except InvalidMessage as exc:
+            self.counts[f"deadletter:{exc.reason}"] += 1
+            return [dead_letter(self.settings.topic("deadletter"), raw, source, exc)]
+        request = job.request
+        started = time.monotonic()
+        try:
+            completion = await self.pool.generate(request.chat(), request.max_tokens)
+        except SluiceError as exc:
+            self.counts["error"] += 1
+            log.warning("local generation failed for %s: %s", request.id, exc)
+            response = Response(
+                id=request.id,
+                tenant=request.tenant,
+                session=request.session,
+                status="error",
+                tier="local",
+                model=self.pool.name,
+                reason=f"local_model_error: {exc}"[:500],
+                route=job.route,
+                latency_ms=float(now_ms() - request.created_at),
+            )
+        else:
+            self.counts["ok"] += 1
+            route = dict(job.route, generation_ms=round((time.monotonic() - started) * 1000, 1))
+            response = Response(
+                id=request.id,
+                tenant=request.tenant,
+                session=request.session,
+                status="ok",
+                text=completion.text,
+                tier="local",
+                model=completion.model,
+                usage=Usage(completion.prompt_tokens, completion.completion_tokens),
+                cost_usd=0.0,
+                latency_ms=float(now_ms() - request.created_at),
+                route=route,
+            )
+        return response_messages(response, self.settings.topic("responses"), request.reply_to)

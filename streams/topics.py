@@ -1,0 +1,98 @@
+"""Sluice's topics: names, keys, partition counts, and explicit creation.
+
+Faust does not create source topics and the local broker has auto-creation off, so every topic is
+created here before any role starts (``sluice topics create``; ``sluice up`` does it too).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # logical name; the full name is ``<prefix>.<name>``
+    key: str  # what the message key is (documentation and partitioning contract)
+    doc: str
+    configs: dict[str, str] = field(default_factory=dict)
+    partitions: int | None = None  # None: Settings.partitions
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("requests", "session", "inference requests from services, backfills and the HTTP ingress"),
+    TopicSpec("tier.local", "dedup key", "admitted work for the local GGUF worker pool"),
+    TopicSpec("responses", "request id", "one final response per request"),
+    TopicSpec(
+        "deadletter",
+        "source message key (or none)",
+        "messages that could not be accepted, with the reason",
+        configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
+    ),
+)
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [settings.topic(t.name) for t in TOPICS]
+
+
+def new_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[NewTopic]:
+    return [
+        NewTopic(
+            name=settings.topic(spec.name),
+            num_partitions=spec.partitions or settings.partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs=dict(spec.configs),
+        )
+        for spec in specs
+    ]
+
+
+async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[str]:
+    """Create missing topics; returns the names created (existing ones are left as they are)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in new_topics(settings, specs) if t.name not in existing]
+        if not wanted:
+            return []
+        created = []
+        response = await admin.create_topics(wanted)
+        for topic, code, *_ in getattr(response, "topic_errors", []) or getattr(response, "topics", []):
+            name = topic if isinstance(topic, str) else topic[0]
+            if code in (0, TopicAlreadyExistsError.errno):
+                created.append(name)
+            else:
+                raise RuntimeError(f"creating topic {name} failed with Kafka error code {code}")
+        log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()
+
+
+async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
+    """Partitions per topic (0 for a topic that does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    return {d["topic"]: (len(d["partitions"]) if d["error_code"] == 0 else 0) for d in described}
+
+
+async def list_topics(settings: Settings) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
