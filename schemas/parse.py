@@ -117,7 +117,9 @@ def parse_request(raw: bytes, limits: Limits = Limits()) -> Request:
         raise InvalidMessage("missing_field:prompt", "give exactly one of 'prompt' or 'messages'", partial)
     chars = len(prompt or "") + sum(len(m.content) for m in messages)
     if chars > limits.max_prompt_chars:
-        raise InvalidMessage("prompt_too_long", f"prompt is {chars} characters, limit {limits.max_prompt_chars}", partial)
+        raise InvalidMessage(
+            "prompt_too_long", f"prompt is {chars} characters, limit {limits.max_prompt_chars}", partial
+        )
     max_tokens = data.get("max_tokens", limits.default_max_tokens)
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise InvalidMessage("wrong_type:max_tokens", "'max_tokens' must be a positive integer", partial)

@@ -104,9 +104,7 @@ class LocalBroker:
             return
         cluster_id = _kafka_cluster_id()
         subprocess.run(
-            self._java_cmd(
-                "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)
-            ),
+            self._java_cmd("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -204,7 +202,7 @@ def wait_ready(settings: Settings, timeout_s: float, proc: subprocess.Popen[byte
         try:
             asyncio.run(_probe(settings))
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception as exc:
             last_error = exc
             time.sleep(0.5)
     raise BrokerError(f"Kafka at {settings.bootstrap} not ready after {timeout_s:.0f}s: {last_error}")

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import orjson
 
@@ -57,7 +57,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         async with SluiceClient(settings) as client:
             try:
                 response = await client.submit(request, timeout=args.timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 print(f"no reply for {request.id} within {args.timeout or settings.reply_timeout_s}s", file=sys.stderr)
                 return 2
         if args.json:

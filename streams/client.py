@@ -89,6 +89,12 @@ class SluiceClient:
         await self._producer.send_and_wait(self.requests_topic, key=request.session.encode(), value=dumps(request))
         return future
 
+    async def expect(self, request_id: str) -> asyncio.Future[Response]:
+        """Await the response for an id published by other means (e.g. :meth:`publish_raw`)."""
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = future
+        return future
+
     async def submit(self, request: Request, timeout: float | None = None) -> Response:
         future = await self.send(request)
         try:

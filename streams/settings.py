@@ -7,9 +7,10 @@ settings explicitly and nothing hides a surprise ``os.environ`` lookup.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PREFIX = "SLUICE_"
 

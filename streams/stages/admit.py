@@ -7,7 +7,7 @@ tested without a broker; the Faust agent only reads, calls :meth:`AdmitStage.han
 from __future__ import annotations
 
 from collections import Counter
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from schemas.parse import InvalidMessage, Limits, parse_request
 from schemas.records import Job, Request, Response, dumps

@@ -37,4 +37,3 @@ async def produce_raw(settings: Settings, topic: str, values: list[tuple[bytes |
         await asyncio.gather(*[await producer.send(topic, key=k, value=v) for k, v in values])
     finally:
         await producer.stop()
-

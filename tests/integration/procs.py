@@ -17,7 +17,7 @@ class SluiceProcess:
         env = settings_env(settings)
         env.update(extra_env or {})
         self.log = log
-        self._log_handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_handle = open(log, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", *args],
             env=env,

@@ -82,3 +82,32 @@ async def test_reply_to_topic_receives_the_response(settings: Settings, tmp_path
     assert [d["id"] for d in delivered] == [request.id]
     assert delivered[0]["text"] == response.text
     assert rejected.status == "rejected" and rejected.reason == "unknown_reply_to"
+
+
+async def test_cli_creates_topics_and_submit_prints_a_real_reply(settings: Settings, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    env = settings_env(settings)
+    cli = [sys.executable, "-m", "streams.cli"]
+    created = subprocess.run([*cli, "topics", "create"], env=env, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0 and settings.topic("requests") in created.stdout
+    worker = start_worker(settings, tmp_path)
+    try:
+        submit = await asyncio.to_thread(
+            subprocess.run,
+            [*cli, "submit", "Name a fruit.", "--tenant", "acme", "--session", "cli", "--max-tokens", "8", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+    finally:
+        worker.stop()
+    assert submit.returncode == 0, submit.stderr + worker.tail()
+    import orjson
+
+    reply = orjson.loads(submit.stdout.strip().splitlines()[-1])
+    assert reply["status"] == "ok" and reply["text"].strip() and reply["tier"] == "local"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING
 
 from workers.errors import ConfigError
 from workers.local.model_files import model_name_for, resolve_model_path
 from workers.local.pool import ModelPool
 from workers.ports import LocalModel
 
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
-def _build(settings: Any) -> LocalModel:
+
+def _build(settings: Settings) -> LocalModel:
     path = resolve_model_path(settings.local_model_path)
     name = model_name_for(path)
     if settings.local_backend == "llama_cpp":
@@ -39,6 +42,6 @@ def _build(settings: Any) -> LocalModel:
     raise ConfigError(f"unknown SLUICE_LOCAL_BACKEND {settings.local_backend!r} (llama_cpp | ctransformers)")
 
 
-def build_pool(settings: Any) -> ModelPool:
+def build_pool(settings: Settings) -> ModelPool:
     """A pool of ``local_concurrency`` instances of the configured backend (loaded on ``start``)."""
     return ModelPool(partial(_build, settings), size=settings.local_concurrency)

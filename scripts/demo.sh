@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The demo: setup, start Kafka, start Sluice (all roles in one process), submit sample prompts, print replies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+SLUICE=.venv/bin/sluice
+
+mkdir -p .sluice
+$SLUICE broker start
+$SLUICE topics create
+$SLUICE up > .sluice/demo-worker.log 2>&1 &
+worker=$!
+trap 'kill $worker 2>/dev/null; wait $worker 2>/dev/null; [ -n "${KAFKA_BOOTSTRAP:-}" ] || $SLUICE broker stop' EXIT
+
+for prompt in "What is the capital of France?" \
+              "Give me one tip for writing clear emails." \
+              "What is 12 times 12?"; do
+  echo
+  echo "> $prompt"
+  $SLUICE submit "$prompt" --tenant demo --session demo-1 --max-tokens 48 --feature demo
+done
+echo
+echo "(the worker's log is in .sluice/demo-worker.log)"

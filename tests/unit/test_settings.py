@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import pytest
+
+from streams.settings import Settings
+
+
+def test_reads_prefixed_environment_and_coerces_types() -> None:
+    s = Settings.from_env({"SLUICE_PARTITIONS": "8", "SLUICE_LOCAL_TEMPERATURE": "0.5", "SLUICE_TOPIC_PREFIX": "x"})
+    assert (s.partitions, s.local_temperature, s.topic_prefix) == (8, 0.5, "x")
+    assert s.topic("requests") == "x.requests"
+
+
+def test_kafka_bootstrap_points_at_an_existing_cluster() -> None:
+    assert Settings.from_env({}).uses_external_cluster is False
+    assert Settings.from_env({}).bootstrap == "127.0.0.1:9092"
+    s = Settings.from_env({"KAFKA_BOOTSTRAP": "kafka-1:9092,kafka-2:9092"})
+    assert s.uses_external_cluster and s.bootstrap == "kafka-1:9092,kafka-2:9092"
+    # The prefixed name wins over the plain one.
+    s = Settings.from_env({"KAFKA_BOOTSTRAP": "a:1", "SLUICE_KAFKA_BOOTSTRAP": "b:2"})
+    assert s.bootstrap == "b:2"
+
+
+def test_bad_number_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="SLUICE_PARTITIONS"):
+        Settings.from_env({"SLUICE_PARTITIONS": "many"})
+
+
+def test_security_options_pass_through_and_password_is_not_in_repr() -> None:
+    s = Settings.from_env(
+        {
+            "SLUICE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "SLUICE_KAFKA_SASL_MECHANISM": "PLAIN",
+            "SLUICE_KAFKA_SASL_USERNAME": "svc",
+            "SLUICE_KAFKA_SASL_PASSWORD": "hunter2",
+        }
+    )
+    opts = s.kafka_client_options()
+    assert opts["security_protocol"] == "SASL_PLAINTEXT"
+    assert opts["sasl_mechanism"] == "PLAIN" and opts["sasl_plain_username"] == "svc"
+    assert opts["sasl_plain_password"] == "hunter2"
+    assert "hunter2" not in repr(s)
