@@ -8,6 +8,7 @@ the log directory once, starts ``kafka.Kafka`` in the background and waits until
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -195,6 +196,17 @@ def _kafka_cluster_id() -> str:
 def wait_ready(settings: Settings, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Block until the cluster answers a metadata request (a real client call, not a sleep)."""
     deadline = time.monotonic() + timeout_s
+    # Refused connections are expected while the broker boots; keep them out of the log.
+    client_log = logging.getLogger("aiokafka")
+    saved_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        _wait(settings, deadline, proc)
+    finally:
+        client_log.setLevel(saved_level)
+
+
+def _wait(settings: Settings, deadline: float, proc: subprocess.Popen[bytes] | None) -> None:
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -205,7 +217,7 @@ def wait_ready(settings: Settings, timeout_s: float, proc: subprocess.Popen[byte
         except Exception as exc:
             last_error = exc
             time.sleep(0.5)
-    raise BrokerError(f"Kafka at {settings.bootstrap} not ready after {timeout_s:.0f}s: {last_error}")
+    raise BrokerError(f"Kafka at {settings.bootstrap} not ready in time: {last_error}")
 
 
 async def _probe(settings: Settings) -> None:

@@ -92,7 +92,9 @@ async def test_cli_creates_topics_and_submit_prints_a_real_reply(settings: Setti
 
     env = settings_env(settings)
     cli = [sys.executable, "-m", "streams.cli"]
-    created = subprocess.run([*cli, "topics", "create"], env=env, capture_output=True, text=True, timeout=60)
+    created = await asyncio.to_thread(
+        subprocess.run, [*cli, "topics", "create"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert created.returncode == 0 and settings.topic("requests") in created.stdout
     worker = start_worker(settings, tmp_path)
     try:
