@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+import numpy as np
 
 from schemas.records import Message
 
@@ -31,3 +33,48 @@ class LocalModel(Protocol):
     def generate(self, messages: Sequence[Message], max_tokens: int) -> Completion: ...
 
     def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalized vectors. ``embed`` blocks (ONNX): call it from an executor only."""
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class VectorHit:
+    """A stored entry close to a query vector. ``score`` is cosine similarity (vectors are unit length)."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(Protocol):
+    """Semantic-cache storage, hard-partitioned by tenant: a search never sees another tenant's entries.
+
+    Entries carry ``created_at_ms`` so the cache can apply a TTL (``min_created_at_ms``) and evict oldest-first.
+    """
+
+    async def upsert(
+        self, tenant: str, entry_id: str, vector: np.ndarray, payload: dict[str, Any], created_at_ms: int
+    ) -> None: ...
+
+    async def search(
+        self, tenant: str, vector: np.ndarray, limit: int, min_created_at_ms: int | None = None
+    ) -> list[VectorHit]: ...
+
+    async def count(self, tenant: str) -> int: ...
+
+    async def evict_oldest(self, tenant: str, keep: int) -> int:
+        """Delete the oldest entries so at most ``keep`` remain; returns how many were deleted."""
+        ...
+
+    async def purge(self, tenant: str, older_than_ms: int | None = None) -> int:
+        """Delete a tenant's entries (all, or those created before ``older_than_ms``); returns the count."""
+        ...
+
+    async def close(self) -> None: ...
