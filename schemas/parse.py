@@ -11,7 +11,19 @@ from typing import Any
 
 import orjson
 
-from schemas.records import PRIORITIES, ROLES, SCHEMA_VERSION, Job, Message, Request, Response, new_id, now_ms
+from schemas.records import (
+    PRIORITIES,
+    ROLES,
+    SCHEMA_VERSION,
+    CachePurge,
+    Job,
+    Message,
+    Request,
+    Response,
+    Result,
+    new_id,
+    now_ms,
+)
 
 _NAME_MAX = 256  # tenant, session, id, reply_to
 
@@ -129,6 +141,9 @@ def parse_request(raw: bytes, limits: Limits = Limits()) -> Request:
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidMessage("wrong_type:metadata", "'metadata' must be an object", partial)
+    cache, refresh = data.get("cache", True), data.get("cache_refresh", False)
+    if not isinstance(cache, bool) or not isinstance(refresh, bool):
+        raise InvalidMessage("wrong_type:cache", "'cache' and 'cache_refresh' must be booleans", partial)
     created_at = data.get("created_at")
     if not isinstance(created_at, int) or isinstance(created_at, bool) or created_at <= 0:
         created_at = now_ms()
@@ -143,6 +158,8 @@ def parse_request(raw: bytes, limits: Limits = Limits()) -> Request:
         reply_to=reply_to,
         metadata=metadata,
         created_at=created_at,
+        cache=cache,
+        cache_refresh=refresh,
     )
 
 
@@ -152,7 +169,21 @@ def request_from_dict(data: dict[str, Any]) -> Request:
 
 
 def parse_job(raw: bytes) -> Job:
+    return job_from_dict(_load_object(raw, 1 << 62))
+
+
+def parse_lookup(raw: bytes) -> Job | CachePurge:
+    """A ``sluice.lookup`` message: a job, or a cache command."""
     data = _load_object(raw, 1 << 62)
+    if data.get("command") == "purge":
+        tenant, cutoff = data.get("tenant"), data.get("older_than_ms")
+        if not isinstance(tenant, str) or not (cutoff is None or isinstance(cutoff, int)):
+            raise InvalidMessage("malformed_command", "purge needs a tenant and an optional integer cutoff")
+        return CachePurge(id=str(data.get("id") or new_id()), tenant=tenant, older_than_ms=cutoff)
+    return job_from_dict(data)
+
+
+def job_from_dict(data: dict[str, Any]) -> Job:
     if data.get("v") != SCHEMA_VERSION:
         raise InvalidMessage("unknown_version", f"job schema version {data.get('v')!r} is not supported")
     try:
@@ -168,6 +199,18 @@ def parse_job(raw: bytes) -> Job:
         if isinstance(exc, InvalidMessage):
             raise
         raise InvalidMessage("malformed_job", str(exc)) from None
+
+
+def parse_result(raw: bytes) -> Result:
+    data = _load_object(raw, 1 << 62)
+    if data.get("v") != SCHEMA_VERSION:
+        raise InvalidMessage("unknown_version", f"result schema version {data.get('v')!r} is not supported")
+    try:
+        return Result(job=job_from_dict(data["job"]), response=Response.from_dict(data["response"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidMessage):
+            raise
+        raise InvalidMessage("malformed_result", str(exc)) from None
 
 
 def parse_response(raw: bytes) -> Response:

@@ -60,6 +60,8 @@ class Request:
     reply_to: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     created_at: int = field(default_factory=now_ms)
+    cache: bool = True  # False: never answer from (or store into) the cache
+    cache_refresh: bool = False  # True: skip cached answers, compute afresh and replace the entry
     v: int = SCHEMA_VERSION
 
     def chat(self) -> list[Message]:
@@ -80,6 +82,10 @@ class Request:
             del d["messages"]
         if self.prompt is None:
             del d["prompt"]
+        if self.cache:
+            del d["cache"]
+        if not self.cache_refresh:
+            del d["cache_refresh"]
         return d
 
 
@@ -161,6 +167,33 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Result:
+    """A tier's answer to a job, on ``sluice.results`` (key: dedup key); the complete stage turns it into the
+    final responses (the leader's and every coalesced waiter's) and stores it in the cache."""
+
+    job: Job
+    response: Response
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": self.v, "job": self.job.to_dict(), "response": self.response.to_dict()}
+
+
+@dataclass(frozen=True)
+class CachePurge:
+    """A command on every partition of ``sluice.lookup``: drop a tenant's cache entries (``sluice cache purge``)."""
+
+    id: str
+    tenant: str
+    older_than_ms: int | None = None  # entries created before this instant; None: all of them
+    command: str = "purge"
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class DeadLetter:
     """A message Sluice could not accept, on ``sluice.deadletter``: nothing is dropped silently."""
 
@@ -181,6 +214,6 @@ class DeadLetter:
         return asdict(self)
 
 
-def dumps(record: Request | Response | Job | DeadLetter | dict[str, Any]) -> bytes:
+def dumps(record: Request | Response | Job | Result | CachePurge | DeadLetter | dict[str, Any]) -> bytes:
     data = record if isinstance(record, dict) else record.to_dict()
     return orjson.dumps(data)

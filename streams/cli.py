@@ -109,6 +109,16 @@ def cmd_broker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from streams.cache_admin import parse_duration_s, request_purge
+
+    older = parse_duration_s(args.older_than) if args.older_than else None
+    command, partitions = asyncio.run(request_purge(_settings(), args.tenant, older))
+    scope = f"entries older than {args.older_than}" if older is not None else "all entries"
+    print(f"purge {command.id}: {scope} of tenant {args.tenant!r}, sent to {partitions} lookup partitions")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description="Streaming middleware that cuts LLM inference cost.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,10 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
     topics.add_argument("action", choices=("create", "list"))
     topics.set_defaults(func=cmd_topics)
 
+    cache = sub.add_parser("cache", help="manage the semantic cache")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    purge = cache_sub.add_parser("purge", help="drop a tenant's cached answers (every cache process)")
+    purge.add_argument("--tenant", required=True)
+    purge.add_argument("--older-than", help="only entries older than this (e.g. 12h, 7d)")
+    purge.set_defaults(func=cmd_cache)
+
+    evaluate = sub.add_parser("eval", help="offline evaluation on labelled data")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
+    _register_evals(eval_sub)
+
     broker = sub.add_parser("broker", help="the local single-node KRaft broker (ignored with KAFKA_BOOTSTRAP)")
     broker.add_argument("action", choices=("start", "stop", "status"))
     broker.set_defaults(func=cmd_broker)
     return parser
+
+
+def _register_evals(eval_sub: argparse._SubParsersAction) -> None:
+    from streams.evaluation import cache_eval, router_eval
+
+    cache_eval.register(eval_sub)
+    router_eval.register(eval_sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from streams.agents import admit, local_worker
+from streams.agents import admit, cache, local_worker
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -16,6 +16,7 @@ Register = Callable[[faust.App, Settings], Any]
 
 ROLES: dict[str, Register] = {
     "admit": admit.register,
+    "cache": cache.register,
     "local": local_worker.register,
 }
 

@@ -60,6 +60,22 @@ class Settings:
     local_seed: int = 0
     local_temperature: float = 0.0
 
+    # Cache (exact + semantic). Thresholds per tenant/route: SLUICE_CACHE_POLICY_FILE (YAML), see README.
+    cache_enabled: bool = True
+    cache_ttl_s: float = 7 * 24 * 3600.0
+    cache_max_entries: int = 100_000  # per tenant, in the semantic store
+    cache_min_cosine: float = -1.0  # < 0: the verifier's recommended floor
+    cache_threshold: float = -1.0  # < 0: the verifier's recommended threshold
+    cache_policy_file: str = ""
+    inflight_timeout_s: float = 300.0  # a claim older than this is presumed lost and re-dispatched
+    vector_store: str = "edge"  # edge (in-process Qdrant engine) | server (Qdrant at SLUICE_QDRANT_URL)
+    qdrant_url: str = ""
+    qdrant_api_key: str = field(default="", repr=False)
+    embed_threads: int = 2
+    embed_batch: int = 32
+    embed_wait_ms: float = 4.0
+    lookup_concurrency: int = 64
+
     # How long ``sluice submit`` and the client wait for a reply.
     reply_timeout_s: float = 120.0
     log_level: str = "warning"

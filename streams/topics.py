@@ -17,18 +17,28 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
+COMPACTED = {"cleanup.policy": "compact"}
+
+
 @dataclass(frozen=True)
 class TopicSpec:
-    name: str  # logical name; the full name is ``<prefix>.<name>``
+    name: str  # logical name: the full name is ``<prefix>.<name>``, or the name with ``{prefix}`` filled in
     key: str  # what the message key is (documentation and partitioning contract)
     doc: str
     configs: dict[str, str] = field(default_factory=dict)
     partitions: int | None = None  # None: Settings.partitions
 
+    def full_name(self, settings: Settings) -> str:
+        if "{prefix}" in self.name:
+            return self.name.format(prefix=settings.topic_prefix)
+        return settings.topic(self.name)
+
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("requests", "session", "inference requests from services, backfills and the HTTP ingress"),
-    TopicSpec("tier.local", "dedup key", "admitted work for the local GGUF worker pool"),
+    TopicSpec("lookup", "dedup key", "admitted requests for the cache stage (one partition owns each key)"),
+    TopicSpec("tier.local", "dedup key", "routed work for the local GGUF worker pool"),
+    TopicSpec("results", "dedup key", "a tier's answer, for the complete stage (co-partitioned with lookup)"),
     TopicSpec("responses", "request id", "one final response per request"),
     TopicSpec(
         "deadletter",
@@ -36,17 +46,20 @@ TOPICS: tuple[TopicSpec, ...] = (
         "messages that could not be accepted, with the reason",
         configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
     ),
+    # Changelogs of the cache role's Faust tables (Faust may not declare topics here; see streams/app.py).
+    TopicSpec("{prefix}-cache-exact-changelog", "dedup key", "exact-cache table changelog", COMPACTED),
+    TopicSpec("{prefix}-cache-inflight-changelog", "dedup key", "in-flight (coalescing) table changelog", COMPACTED),
 )
 
 
 def topic_names(settings: Settings) -> list[str]:
-    return [settings.topic(t.name) for t in TOPICS]
+    return [t.full_name(settings) for t in TOPICS]
 
 
 def new_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[NewTopic]:
     return [
         NewTopic(
-            name=settings.topic(spec.name),
+            name=spec.full_name(settings),
             num_partitions=spec.partitions or settings.partitions,
             replication_factor=settings.replication_factor,
             topic_configs=dict(spec.configs),

@@ -1,19 +1,20 @@
-"""Admission stage: validate, dead-letter bad input, apply limits, route to a tier topic.
+"""Admission stage: validate, dead-letter bad input, apply limits, then hand over to the cache stage.
 
-Runs on ``sluice.requests`` (key: session). Pure apart from the ``reply_topic_exists`` callback, so it is
-tested without a broker; the Faust agent only reads, calls :meth:`AdmitStage.handle` and sends.
+Runs on ``sluice.requests`` (key: session) and re-keys admitted requests by dedup key onto ``sluice.lookup``.
+Pure apart from the ``reply_topic_exists`` callback, so it is tested without a broker; the Faust agent
+only reads, calls :meth:`AdmitStage.handle` and sends.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from schemas.parse import InvalidMessage, Limits, parse_request
 from schemas.records import Job, Request, Response, dumps
 from streams.policy.admission import AdmissionLimits, admit
 from streams.policy.cache_key import dedup_key
-from streams.policy.router import route
 from streams.settings import Settings
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 
@@ -25,7 +26,6 @@ class AdmitStage:
         self.admission = AdmissionLimits(max_tokens_limit=settings.max_tokens_limit)
         self.reply_topic_exists = reply_topic_exists or _any_topic
         self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
-        self.tiers = ("local",)
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
         try:
@@ -40,17 +40,14 @@ class AdmitStage:
             # An unknown reply_to cannot be written to: the rejection goes to sluice.responses only.
             reply_to = request.reply_to if reply_ok else None
             return response_messages(Response.rejected(request, reason), self._topic("responses"), reply_to)
-        decision = route(request, self.tiers)
         params = {"max_tokens": verdict.max_tokens}
         key = dedup_key(request.tenant, request.chat(), params)
         if verdict.max_tokens != request.max_tokens:
             request = _with_max_tokens(request, verdict.max_tokens)
-        route_info = decision.to_dict()
-        if verdict.notes:
-            route_info["notes"] = list(verdict.notes)
-        job = Job(request=request, tier=decision.tier, key=key, route=route_info)
+        route_info: dict[str, Any] = {"notes": list(verdict.notes)} if verdict.notes else {}
+        job = Job(request=request, tier="", key=key, route=route_info)
         self.counts["admitted"] += 1
-        return [Outgoing(self._topic(f"tier.{decision.tier}"), key.encode(), dumps(job))]
+        return [Outgoing(self._topic("lookup"), key.encode(), dumps(job))]
 
     async def _invalid(self, raw: bytes, source: Source, exc: InvalidMessage) -> list[Outgoing]:
         self.counts[f"deadletter:{exc.reason}"] += 1

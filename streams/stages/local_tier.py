@@ -1,7 +1,9 @@
 """Local tier stage: run a job on the local model pool and build the final response.
 
-Runs on ``sluice.tier.local`` (key: dedup key). Generation happens in the pool's executor threads, never
-on the event loop. Model failures become ``error`` responses: the requester always hears back.
+Runs on ``sluice.tier.local`` (key: dedup key) and writes a result to ``sluice.results`` (same key), where
+the complete stage answers the requester and every coalesced waiter. Generation happens in the pool's
+executor threads, never on the event loop. Model failures become ``error`` results: the requester always
+hears back.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import time
 from collections import Counter
 
 from schemas.parse import InvalidMessage, parse_job
-from schemas.records import Response, Usage, now_ms
+from schemas.records import Response, Result, Usage, dumps, now_ms
 from streams.settings import Settings
-from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from streams.stages.outgoing import Outgoing, Source, dead_letter
 from workers.errors import SluiceError
 from workers.local.pool import ModelPool
 
@@ -66,4 +68,5 @@ class LocalTierStage:
                 latency_ms=float(now_ms() - request.created_at),
                 route=route,
             )
-        return response_messages(response, self.settings.topic("responses"), request.reply_to)
+        result = Result(job=job, response=response)
+        return [Outgoing(self.settings.topic("results"), job.key.encode(), dumps(result))]

@@ -49,6 +49,6 @@ class SluiceProcess:
 
 def start_worker(settings: Settings, tmp_path: Path, *roles: str, name: str = "worker") -> SluiceProcess:
     args = ["worker"]
-    for role in roles or ("admit", "local"):
+    for role in roles or ("admit", "cache", "local"):
         args += ["--role", role]
     return SluiceProcess(settings, *args, log=tmp_path / f"{name}.log")

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.integration
 
 async def test_topics_created_explicitly_with_configured_partitions(settings: Settings) -> None:
     created = await create_topics(settings)
-    assert sorted(created) == sorted(settings.topic(t.name) for t in TOPICS)
+    assert sorted(created) == sorted(t.full_name(settings) for t in TOPICS)
     assert await create_topics(settings) == []  # idempotent
-    names = [settings.topic(t.name) for t in TOPICS]
+    names = [t.full_name(settings) for t in TOPICS]
     assert await partition_counts(settings, names) == dict.fromkeys(names, settings.partitions)
-    assert {settings.topic(t.name) for t in TOPICS} <= await list_topics(settings)
+    assert {t.full_name(settings) for t in TOPICS} <= await list_topics(settings)
 
 
 async def test_prompts_get_real_completions_through_kafka(settings: Settings, tmp_path: Path) -> None:

@@ -17,14 +17,14 @@ async def _no_such_topic(name: str) -> bool:
     return name == "svc.inbox"
 
 
-async def test_valid_request_becomes_a_job_keyed_by_dedup_key() -> None:
+async def test_valid_request_goes_to_lookup_keyed_by_dedup_key() -> None:
     stage = AdmitStage(SETTINGS)
     raw = orjson.dumps({"id": "r1", "tenant": "acme", "session": "s", "prompt": "hi", "max_tokens": 8})
     [out] = await stage.handle(raw, SRC)
-    assert out.topic == "sx.tier.local"
+    assert out.topic == "sx.lookup"
     job = parse_job(out.value)
     assert out.key == job.key.encode() and len(job.key) == 64
-    assert job.request.id == "r1" and job.route == {"tier": "local", "reason": "default"}
+    assert job.request.id == "r1" and job.route == {} and job.tier == ""
     assert stage.counts["admitted"] == 1
 
 

@@ -34,7 +34,7 @@ async def test_ctransformers_backend_answers_through_the_local_stage(tmp_path: P
         [out] = await LocalTierStage(settings, pool).handle(dumps(job), Source("sx.tier.local", 0, 0))
     finally:
         await pool.close()
-    response = orjson.loads(out.value)
+    response = orjson.loads(out.value)["response"]
     assert response["status"] == "ok", response["reason"]
     assert response["model"] == "tiny"
     assert 1 <= response["usage"]["completion_tokens"] <= 5 and response["usage"]["prompt_tokens"] > 0

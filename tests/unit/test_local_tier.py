@@ -36,8 +36,11 @@ def smollm_pool() -> ModelPool:
 async def test_real_completion_from_smollm2(smollm_pool: ModelPool) -> None:
     stage = LocalTierStage(SETTINGS, smollm_pool)
     outs = await stage.handle(_job("What is the capital of France?", reply_to="svc.inbox"), SRC)
-    assert [o.topic for o in outs] == ["sx.responses", "svc.inbox"]
-    response = orjson.loads(outs[0].value)
+    assert [o.topic for o in outs] == ["sx.results"]
+    assert outs[0].key == b"k"
+    result = orjson.loads(outs[0].value)
+    assert result["job"]["request"]["reply_to"] == "svc.inbox"
+    response = result["response"]
     assert response["status"] == "ok" and response["tier"] == "local"
     assert response["model"] == "SmolLM2-135M-Instruct-Q4_1"
     assert response["text"].strip()
@@ -87,7 +90,7 @@ class FailingModel:
 async def test_model_failure_becomes_an_error_response() -> None:
     stage = LocalTierStage(SETTINGS, ModelPool(lambda: FailingModel(0, then_error=True)))
     [out] = await stage.handle(_job("hi"), SRC)
-    response = orjson.loads(out.value)
+    response = orjson.loads(out.value)["response"]
     assert response["status"] == "error" and "context window exceeded" in response["reason"]
     assert stage.counts["error"] == 1
 
@@ -96,7 +99,7 @@ async def test_a_crashed_model_is_retried_once() -> None:
     model = FailingModel(1, then_error=False)
     stage = LocalTierStage(SETTINGS, ModelPool(lambda: model))
     [out] = await stage.handle(_job("hi"), SRC)
-    assert orjson.loads(out.value)["text"] == "recovered" and model.calls == 2
+    assert orjson.loads(out.value)["response"]["text"] == "recovered" and model.calls == 2
 
 
 async def test_malformed_job_is_dead_lettered() -> None:

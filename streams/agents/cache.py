@@ -1,0 +1,48 @@
+"""Cache role: the lookup agent (``sluice.lookup``) and the complete agent (``sluice.results``).
+
+Both topics are keyed by dedup key with the same partition count, so Faust assigns partition *p* of both to
+the same process, together with partition *p* of the ``exact`` and ``inflight`` tables' changelogs: the
+process that claims a key is the one that completes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from streams.agents.emit import emit, source_of
+from streams.app import raw_topic
+from streams.policy.router import route
+from streams.settings import Settings
+from streams.stages.cache_setup import build_cache_parts
+from streams.stages.cache_state import CacheState
+from streams.stages.complete import CompleteStage
+from streams.stages.lookup import LookupStage
+
+
+def register(app: faust.App, settings: Settings) -> LookupStage:
+    tables: dict[str, Any] = {
+        name: app.Table(name, default=None, partitions=settings.partitions, value_type=dict)
+        for name in ("exact", "inflight")
+    }
+    state = CacheState(exact=tables["exact"], inflight=tables["inflight"])
+    parts = build_cache_parts(settings)
+
+    def router(request: Any, vector: Any) -> Any:
+        return route(request)
+
+    lookup = LookupStage(settings, state, parts.policy, parts.embedder, parts.store, parts.verify, router)
+    complete = CompleteStage(settings, state, parts.policy, parts.embedder, parts.store)
+
+    @app.agent(raw_topic(app, settings.topic("lookup")), name="lookup", concurrency=settings.lookup_concurrency)
+    async def lookup_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await emit(app, await lookup.handle(event.value, source_of(event)))
+
+    @app.agent(raw_topic(app, settings.topic("results")), name="complete")
+    async def complete_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await emit(app, await complete.handle(event.value, source_of(event)))
+
+    return lookup

@@ -1,0 +1,116 @@
+"""Complete stage: a tier's result → the leader's response, one response per coalesced waiter, cache write.
+
+Runs on ``sluice.results`` (key: dedup key), co-partitioned with ``sluice.lookup``: the process that claimed a
+key in ``inflight`` is the one that completes it, and it alone writes the key's cache entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from schemas.parse import InvalidMessage, parse_result
+from schemas.records import Response, now_ms
+from streams.policy.cache_policy import CachePolicy, context_key, may_write, query_text
+from streams.settings import Settings
+from streams.stages.cache_state import CacheState, cached_response
+from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from workers.embedding.batcher import BatchingEmbedder
+from workers.ports import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class CompleteStage:
+    def __init__(
+        self,
+        settings: Settings,
+        state: CacheState,
+        policy: CachePolicy,
+        embedder: BatchingEmbedder,
+        store: VectorStore,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.policy = policy
+        self.embedder = embedder
+        self.store = store
+        self.counts: Counter[str] = Counter()
+        self._writes: Counter[str] = Counter()
+
+    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+        try:
+            result = parse_result(raw)
+        except InvalidMessage as exc:
+            self.counts[f"deadletter:{exc.reason}"] += 1
+            return [dead_letter(self.settings.topic("deadletter"), raw, source, exc)]
+        request, response, key = result.job.request, result.response, result.job.key
+        responses = self.settings.topic("responses")
+        if not request.cache:  # never claimed, never coalesced, never stored
+            return response_messages(response, responses, request.reply_to)
+        current = self.state.inflight.get(key)
+        if current is None or current["leader"] != request.id:
+            # Already completed (a redelivered result): the responses went out the first time.
+            self.counts["duplicate_result"] += 1
+            return []
+        outs = response_messages(response, responses, request.reply_to)
+        source_id = request.id
+        for waiter in current["waiters"]:
+            cache = {"kind": "coalesced", "source_id": source_id, "similarity": 1.0}
+            answer = cached_response(
+                request_id=waiter["id"],
+                tenant=waiter["tenant"],
+                session=waiter["session"],
+                created_at=int(waiter["created_at"]),
+                source=response,
+                cache=cache,
+            )
+            outs += response_messages(answer, responses, waiter.get("reply_to"))
+        if may_write(request, response, self.policy):
+            await self._store(key, request.tenant, request.chat(), request.max_tokens, response)
+        self.state.inflight.pop(key, None)
+        self.counts["completed"] += 1
+        return outs
+
+    async def _store(self, key: str, tenant: str, chat: list[Any], max_tokens: int, response: Response) -> None:
+        created = now_ms()
+        entry = {
+            "text": response.text,
+            "model": response.model,
+            "tier": response.tier,
+            "usage": {
+                "prompt_tokens": response.usage.prompt_tokens,
+                "completion_tokens": response.usage.completion_tokens,
+            },
+            "cost_usd": response.cost_usd,
+            "source_id": response.id,
+            "tenant": tenant,
+            "created_at": created,
+        }
+        self.state.exact[key] = entry
+        vector = self.state.vectors.pop(key, None)
+        query = query_text(chat)
+        if vector is None:
+            vector = await self.embedder.embed_one(query)
+        payload = {
+            "text": query,
+            "context": context_key(chat, {"max_tokens": max_tokens}),
+            "source_id": response.id,
+            "response": entry,
+        }
+        try:
+            await self.store.upsert(tenant, key, vector, payload, created)
+            await self._bound(tenant)
+        except Exception as exc:  # the exact entry is in; a failed vector write only costs future semantic hits
+            self.counts["store_error"] += 1
+            log.warning("vector store write failed for a %s entry: %s", tenant, exc)
+
+    async def _bound(self, tenant: str) -> None:
+        """Keep at most ``max_entries_per_tenant`` vectors, oldest out first; checked every 64 writes."""
+        self._writes[tenant] += 1
+        if self._writes[tenant] % 64 != 1:
+            return
+        limit = self.policy.max_entries_per_tenant
+        if await self.store.count(tenant) > limit:
+            self.counts["evicted"] += await self.store.evict_oldest(tenant, keep=limit)

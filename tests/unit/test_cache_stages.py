@@ -1,0 +1,184 @@
+"""Lookup and complete stages with the real embedder, the embedded Qdrant engine and the shipped verifier.
+
+Only the Faust tables are replaced by dicts (they are plain mutable mappings to the stages); everything
+else is the production code path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from schemas.records import Job, Message, Request, Response, Result, Usage, dumps
+from streams.policy.cache_key import dedup_key
+from streams.policy.router import route
+from streams.settings import Settings
+from streams.stages.cache_setup import load_policy, open_embedder
+from streams.stages.cache_state import CacheState
+from streams.stages.complete import CompleteStage
+from streams.stages.lookup import LookupStage
+from streams.stages.outgoing import Outgoing, Source
+
+SRC = Source("sx.lookup", 0, 0)
+
+
+class Harness:
+    def __init__(self, settings: Settings, lookup: LookupStage, complete: CompleteStage) -> None:
+        self.settings, self.lookup, self.complete = settings, lookup, complete
+        self.n = 0
+
+    def job(self, prompt: str | list[tuple[str, str]], tenant: str = "acme", **fields: object) -> Job:
+        self.n += 1
+        messages = [("user", prompt)] if isinstance(prompt, str) else prompt
+        request = Request(
+            id=f"r{self.n}",
+            tenant=tenant,
+            session="s",
+            messages=tuple(Message(r, c) for r, c in messages),
+            max_tokens=16,
+            **fields,  # type: ignore[arg-type]
+        )
+        key = dedup_key(tenant, request.chat(), {"max_tokens": 16})
+        return Job(request=request, tier="", key=key)
+
+    async def look(self, job: Job) -> list[Outgoing]:
+        return await self.lookup.handle(dumps(job), SRC)
+
+    async def finish(self, job: Job, text: str = "the answer", status: str = "ok") -> list[Outgoing]:
+        request = job.request
+        response = Response(
+            id=request.id,
+            tenant=request.tenant,
+            session=request.session,
+            status=status,
+            text=text if status == "ok" else "",
+            tier="local",
+            model="m",
+            usage=Usage(10, 5),
+            reason=None if status == "ok" else "local_model_error: boom",
+        )
+        return await self.complete.handle(dumps(Result(job=replace(job, tier="local"), response=response)), SRC)
+
+
+def responses(outs: list[Outgoing]) -> list[dict]:
+    return [orjson.loads(o.value) for o in outs if o.topic == "sx.responses"]
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    from streams.policy.verifier import Verifier
+    from workers.vector_store import open_vector_store
+
+    settings = Settings(topic_prefix="sx", data_dir=str(tmp_path))
+    state = CacheState(exact={}, inflight={})
+    policy = load_policy(settings)
+    embedder = open_embedder(settings)
+    store = open_vector_store("edge", path=tmp_path / "vectors")
+    verify = Verifier.load().score
+    lookup = LookupStage(settings, state, policy, embedder, store, verify, lambda r, v: route(r))
+    complete = CompleteStage(settings, state, policy, embedder, store)
+    yield Harness(settings, lookup, complete)
+    await store.close()
+    embedder.close()
+
+
+async def test_miss_dispatches_then_exact_hit_needs_no_embedding(h: Harness) -> None:
+    first = h.job("What is the capital of France?")
+    [out] = await h.look(first)
+    assert out.topic == "sx.tier.local" and out.key == first.key.encode()
+    [answer] = responses(await h.finish(first, "Paris"))
+    assert answer["id"] == first.request.id and answer["tier"] == "local"
+    embedded = h.lookup.embedder.texts
+    second = h.job("What is the  capital of France?")  # same key after whitespace normalisation
+    [hit] = responses(await h.look(second))
+    assert h.lookup.embedder.texts == embedded  # the exact path computed no embedding
+    assert (hit["id"], hit["tier"], hit["text"], hit["cost_usd"]) == (second.request.id, "cache", "Paris", 0.0)
+    assert hit["route"]["cache"]["kind"] == "exact"
+    assert hit["route"]["cache"]["source_id"] == first.request.id
+    assert hit["route"]["cache"]["saved_usage"] == {"prompt_tokens": 10, "completion_tokens": 5}
+
+
+async def test_identical_requests_in_flight_coalesce_and_each_gets_its_own_response(h: Harness) -> None:
+    leader, follower, third = (h.job("Summarise the news") for _ in range(3))
+    assert len(await h.look(leader)) == 1
+    assert await h.look(follower) == [] and await h.look(third) == []
+    assert await h.look(follower) == []  # a redelivery does not add a second waiter
+    outs = responses(await h.finish(leader, "Nothing happened."))
+    assert sorted(r["id"] for r in outs) == sorted(j.request.id for j in (leader, follower, third))
+    by_id = {r["id"]: r for r in outs}
+    assert by_id[follower.request.id]["route"]["cache"]["kind"] == "coalesced"
+    assert all(r["text"] == "Nothing happened." for r in outs)
+    assert await h.finish(leader, "again") == []  # a redelivered result answers nobody twice
+
+
+async def test_a_failure_reaches_every_waiter_and_is_not_cached(h: Harness) -> None:
+    leader, follower = h.job("Explain relativity"), h.job("Explain relativity")
+    await h.look(leader)
+    await h.look(follower)
+    outs = responses(await h.finish(leader, status="error"))
+    assert [r["status"] for r in outs] == ["error", "error"]
+    assert all("boom" in r["reason"] for r in outs)
+    assert [o.topic for o in await h.look(h.job("Explain relativity"))] == ["sx.tier.local"]
+
+
+async def test_verified_paraphrase_hits_and_a_flipped_meaning_does_not(h: Harness) -> None:
+    stored = h.job("How do I reset my password?")
+    await h.look(stored)
+    await h.finish(stored, "Click 'Forgot password'.")
+    [hit] = responses(await h.look(h.job("How can I reset my password?")))
+    cache = hit["route"]["cache"]
+    assert hit["tier"] == "cache" and cache["kind"] == "semantic" and cache["source_id"] == stored.request.id
+    assert 0.8 < cache["similarity"] < 1.0 and cache["verifier_score"] >= cache["threshold"]
+
+    enable = h.job("How do I enable 2FA on my account?")
+    await h.look(enable)
+    await h.finish(enable, "Settings → Security → Enable.")
+    outs = await h.look(h.job("How do I disable 2FA on my account?"))
+    assert [o.topic for o in outs] == ["sx.tier.local"]
+
+
+async def test_no_hit_crosses_tenants_or_conversation_contexts(h: Harness) -> None:
+    stored = h.job("How can I reset my password?", tenant="acme")
+    await h.look(stored)
+    await h.finish(stored, "acme's secret procedure")
+    assert [o.topic for o in await h.look(h.job("How can I reset my password?", tenant="globex"))] == [
+        "sx.tier.local"
+    ]
+    other_context = h.job([("user", "I use a Mac."), ("assistant", "OK."), ("user", "How can I reset my password?")])
+    assert [o.topic for o in await h.look(other_context)] == ["sx.tier.local"]
+
+
+async def test_opt_out_and_refresh(h: Harness) -> None:
+    opted_out = h.job("Tell me a joke", cache=False)
+    assert [o.topic for o in await h.look(opted_out)] == ["sx.tier.local"]
+    assert [o.topic for o in await h.look(h.job("Tell me a joke", cache=False))] == ["sx.tier.local"]  # no coalescing
+    [answer] = responses(await h.finish(opted_out, "A joke."))
+    assert answer["tier"] == "local"
+    assert [o.topic for o in await h.look(h.job("Tell me a joke"))] == ["sx.tier.local"]  # nothing was stored
+
+    first = h.job("Tell me a fact")
+    await h.look(first)
+    await h.finish(first, "old fact")
+    refresh = h.job("Tell me a fact", cache_refresh=True)
+    assert [o.topic for o in await h.look(refresh)] == ["sx.tier.local"]
+    await h.finish(refresh, "new fact")
+    [hit] = responses(await h.look(h.job("Tell me a fact")))
+    assert hit["text"] == "new fact"
+
+
+async def test_expired_entries_are_not_served(h: Harness) -> None:
+    import asyncio
+
+    h.lookup.policy = replace(h.lookup.policy, ttl_s=0.2)
+    first = h.job("What time zone is Tokyo in?")
+    await h.look(first)
+    await h.finish(first, "JST")
+    assert responses(await h.look(h.job("What time zone is Tokyo in?")))[0]["text"] == "JST"
+    await asyncio.sleep(0.3)
+    # Both the exact entry and the vector (TTL filter in the store query) are past their time.
+    assert [o.topic for o in await h.look(h.job("What time zone is Tokyo in?"))] == ["sx.tier.local"]
+    assert [o.topic for o in await h.look(h.job("What time zone is Tokyo in, please?"))] == ["sx.tier.local"]
