@@ -343,3 +343,40 @@ async def test_keys_never_leak_into_errors_or_logs(sim: ProviderSim, caplog: pyt
     assert any(r.name.startswith("httpcore") for r in caplog.records)  # DEBUG logging really was on
     # The keys travelled only in their own header, never in a body.
     assert all(OPENAI_KEY not in r.raw and ANTHROPIC_KEY not in r.raw for r in sim.requests)
+
+
+class SlowFailingProvider:
+    """Not HTTP: a provider whose one call eats the whole chain deadline (on a fake clock)."""
+
+    name = "slow"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+
+    async def complete(
+        self, messages: Sequence[Message], max_tokens: int, model: str, *, timeout_s: float
+    ) -> Completion:
+        self.clock.now += 2.0
+        raise ProviderError("slow: HTTP 503", provider=self.name, status=503)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_chain_deadline_skips_remaining_providers(sim: ProviderSim, anthropic: AnthropicProvider) -> None:
+    clock = FakeClock()
+
+    async def local(messages: Sequence[Message], max_tokens: int) -> Completion:
+        return Completion("local", 1, 1, "smollm2")
+
+    links: list[Link] = [
+        ProviderLink(SlowFailingProvider(clock), "s"),
+        ProviderLink(anthropic, "claude"),
+        LocalLink(local),
+    ]
+    breakers = BreakerRegistry(clock=clock)
+    chain = FallbackChain(links, breakers=breakers, retry=FAST, deadline_s=1.5, clock=clock, sleep=Sleeps())
+    result = await chain.complete(CHAT, 8)
+    assert result.chain == ["slow:s failed 503x1", "anthropic:claude skipped deadline", "local:smollm2 ok"]
+    assert sim.seen("anthropic") == []
+    assert breakers.get("anthropic").snapshot()["window_calls"] == 0

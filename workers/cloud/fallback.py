@@ -136,6 +136,10 @@ class FallbackChain:
         policy = link.retry or self.retry
         if self.deadline_s is not None:
             left = self.deadline_s - (self.clock() - start)
+            if left <= 0:
+                breaker.record_ignored()  # in case allow() just handed us the half-open probe
+                done.append(Attempt(provider.name, link.model, "skipped", error="deadline"))
+                return None, True
             policy = replace(policy, deadline_s=left if policy.deadline_s is None else min(left, policy.deadline_s))
 
         async def call(timeout_s: float) -> Completion:
@@ -153,7 +157,7 @@ class FallbackChain:
                 label=provider.name,
             )
         except ProviderError as err:
-            if err.counts_against_provider:
+            if err.counts_against_provider and err.attempts > 0:
                 breaker.record_failure()
             else:
                 breaker.record_ignored()
