@@ -141,6 +141,7 @@ class Response:
             tier="none",
             reason=reason,
             latency_ms=float(max(0, now_ms() - request.created_at)),
+            route={"feature": request.feature} if request.feature else {},
         )
 
 

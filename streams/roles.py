@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from streams.agents import admit, cache, local_worker
+from streams.agents import admit, cache, cloud_worker, local_worker, meter
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -18,6 +18,8 @@ ROLES: dict[str, Register] = {
     "admit": admit.register,
     "cache": cache.register,
     "local": local_worker.register,
+    "cloud": cloud_worker.register,
+    "meter": meter.register,
 }
 
 

@@ -76,6 +76,26 @@ class Settings:
     embed_wait_ms: float = 4.0
     lookup_concurrency: int = 64
 
+    # Tiers, prices, providers and the router knob (YAML; reloaded on change). Empty: the shipped default.
+    tiers_file: str = ""
+    cloud_concurrency: int = 16
+    local_only_tenants: str = ""  # comma-separated: these tenants' requests never leave local tiers
+    spill_backlog: int = 32  # interactive requests spill to the next tier past this local backlog; 0: never
+
+    # Budgets per session (USD; < 0: none) and the runaway-loop breaker per session.
+    session_budget_soft_usd: float = -1.0
+    session_budget_hard_usd: float = -1.0
+    breaker_enabled: bool = True
+    breaker_max_requests: int = 30
+    breaker_rate_window_s: float = 10.0
+    breaker_max_cost_usd: float = 1.0
+    breaker_cost_window_s: float = 60.0
+    breaker_max_repeats: int = 8
+    breaker_cooldown_s: float = 30.0
+
+    # Metering: how often running cost aggregates go to sluice.costs.
+    costs_interval_s: float = 10.0
+
     # How long ``sluice submit`` and the client wait for a reply.
     reply_timeout_s: float = 120.0
     log_level: str = "warning"

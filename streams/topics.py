@@ -38,8 +38,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("requests", "session", "inference requests from services, backfills and the HTTP ingress"),
     TopicSpec("lookup", "dedup key", "admitted requests for the cache stage (one partition owns each key)"),
     TopicSpec("tier.local", "dedup key", "routed work for the local GGUF worker pool"),
+    TopicSpec("tier.cloud", "dedup key", "routed work for the cloud forwarders"),
     TopicSpec("results", "dedup key", "a tier's answer, for the complete stage (co-partitioned with lookup)"),
     TopicSpec("responses", "request id", "one final response per request"),
+    TopicSpec("usage", "session", "one priced usage record per request id (the meter's output)"),
+    TopicSpec("costs", "dimension:value:window:instance", "cost aggregates per tenant/session/tier/feature"),
+    TopicSpec("control", "session", "breaker state changes and budget alerts (compacted)", COMPACTED),
     TopicSpec(
         "deadletter",
         "source message key (or none)",
@@ -49,6 +53,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Changelogs of the cache role's Faust tables (Faust may not declare topics here; see streams/app.py).
     TopicSpec("{prefix}-cache-exact-changelog", "dedup key", "exact-cache table changelog", COMPACTED),
     TopicSpec("{prefix}-cache-inflight-changelog", "dedup key", "in-flight (coalescing) table changelog", COMPACTED),
+    TopicSpec(
+        "{prefix}-meter-ledger-changelog", "request id", "metered usage per request id (dedup ledger)", COMPACTED
+    ),
 )
 
 

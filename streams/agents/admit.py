@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import faust
 
@@ -10,6 +11,8 @@ from streams.agents.emit import emit, source_of
 from streams.app import raw_topic
 from streams.settings import Settings
 from streams.stages.admit import AdmitStage
+from streams.stages.guard import SessionGuard
+from streams.tiers import DEFAULT_TIERS_PATH, TierConfigWatcher
 from streams.topics import list_topics
 
 
@@ -31,11 +34,21 @@ class TopicDirectory:
 
 
 def register(app: faust.App, settings: Settings) -> AdmitStage:
-    stage = AdmitStage(settings, TopicDirectory(settings).exists)
+    # Breaker and budget state per session: requests and usage are both keyed by session, so the partition
+    # owner is the single writer (see streams/stages/guard.py).
+    sessions: Any = app.Table("sessions", default=None, partitions=settings.partitions, value_type=dict)
+    watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
+    guard = SessionGuard(settings, sessions, lambda: watcher.current().frontier)
+    stage = AdmitStage(settings, TopicDirectory(settings).exists, guard)
 
     @app.agent(raw_topic(app, settings.topic("requests")), name="admit")
     async def admit_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await emit(app, await stage.handle(event.value, source_of(event)))
+
+    @app.agent(raw_topic(app, settings.topic("usage")), name="settle")
+    async def settle_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await emit(app, await stage.settle(event.value))
 
     return stage

@@ -13,12 +13,13 @@ import faust
 
 from streams.agents.emit import emit, source_of
 from streams.app import raw_topic
-from streams.policy.router import route
+from streams.lag import BacklogMonitor
 from streams.settings import Settings
 from streams.stages.cache_setup import build_cache_parts
 from streams.stages.cache_state import CacheState
 from streams.stages.complete import CompleteStage
 from streams.stages.lookup import LookupStage
+from streams.stages.routing import build_router
 
 
 def register(app: faust.App, settings: Settings) -> LookupStage:
@@ -28,10 +29,8 @@ def register(app: faust.App, settings: Settings) -> LookupStage:
     }
     state = CacheState(exact=tables["exact"], inflight=tables["inflight"])
     parts = build_cache_parts(settings)
-
-    def router(request: Any, vector: Any) -> Any:
-        return route(request)
-
+    backlog = BacklogMonitor(settings)
+    router = build_router(settings, lambda: backlog.backlog)
     lookup = LookupStage(settings, state, parts.policy, parts.embedder, parts.store, parts.verify, router)
     complete = CompleteStage(settings, state, parts.policy, parts.embedder, parts.store)
 
@@ -44,5 +43,13 @@ def register(app: faust.App, settings: Settings) -> LookupStage:
     async def complete_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await emit(app, await complete.handle(event.value, source_of(event)))
+
+    @app.timer(1.0)
+    async def refresh_backlog() -> None:
+        await backlog.refresh()  # the local pool's consumer lag, for spill-over
+
+    @app.timer(60.0)
+    async def maintain_store() -> None:
+        await complete.maintain()  # build the vector index once enough new entries arrived
 
     return lookup

@@ -9,22 +9,32 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
+
+import orjson
 
 from schemas.parse import InvalidMessage, Limits, parse_request
 from schemas.records import Job, Request, Response, dumps
 from streams.policy.admission import AdmissionLimits, admit
 from streams.policy.cache_key import dedup_key
 from streams.settings import Settings
+from streams.stages.guard import SessionGuard
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 
 
 class AdmitStage:
-    def __init__(self, settings: Settings, reply_topic_exists: Callable[[str], Awaitable[bool]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reply_topic_exists: Callable[[str], Awaitable[bool]] | None = None,
+        guard: SessionGuard | None = None,
+    ) -> None:
         self.settings = settings
         self.limits = Limits(settings.max_message_bytes, settings.max_prompt_chars, settings.default_max_tokens)
         self.admission = AdmissionLimits(max_tokens_limit=settings.max_tokens_limit)
         self.reply_topic_exists = reply_topic_exists or _any_topic
+        self.guard = guard
         self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
@@ -40,14 +50,38 @@ class AdmitStage:
             # An unknown reply_to cannot be written to: the rejection goes to sluice.responses only.
             reply_to = request.reply_to if reply_ok else None
             return response_messages(Response.rejected(request, reason), self._topic("responses"), reply_to)
-        params = {"max_tokens": verdict.max_tokens}
-        key = dedup_key(request.tenant, request.chat(), params)
         if verdict.max_tokens != request.max_tokens:
             request = _with_max_tokens(request, verdict.max_tokens)
+        events: list[Outgoing] = []
+        if self.guard is not None:
+            guarded, events = self.guard.admit(request)
+            if not guarded.allow:
+                reason = guarded.reason or "rejected"
+                self.counts[f"rejected:{reason}"] += 1
+                response = Response.rejected(request, reason)
+                if guarded.detail:
+                    response = _with_route(response, {"detail": guarded.detail})
+                return events + response_messages(response, self._topic("responses"), request.reply_to)
+        params = {"max_tokens": verdict.max_tokens}
+        key = dedup_key(request.tenant, request.chat(), params)
         route_info: dict[str, Any] = {"notes": list(verdict.notes)} if verdict.notes else {}
+        if request.feature:
+            route_info["feature"] = request.feature  # carried to the response for cost attribution
         job = Job(request=request, tier="", key=key, route=route_info)
         self.counts["admitted"] += 1
-        return [Outgoing(self._topic("lookup"), key.encode(), dumps(job))]
+        return [*events, Outgoing(self._topic("lookup"), key.encode(), dumps(job))]
+
+    async def settle(self, raw: bytes) -> list[Outgoing]:
+        """A ``sluice.usage`` record: settle its session's reservation (idempotent per request id)."""
+        if self.guard is None:
+            return []
+        try:
+            usage = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return []
+        if not isinstance(usage, dict) or "id" not in usage or "session" not in usage:
+            return []
+        return self.guard.settle(usage)
 
     async def _invalid(self, raw: bytes, source: Source, exc: InvalidMessage) -> list[Outgoing]:
         self.counts[f"deadletter:{exc.reason}"] += 1
@@ -77,6 +111,8 @@ async def _any_topic(_: str) -> bool:
 
 
 def _with_max_tokens(request: Request, max_tokens: int) -> Request:
-    from dataclasses import replace
-
     return replace(request, max_tokens=max_tokens)
+
+
+def _with_route(response: Response, extra: dict[str, Any]) -> Response:
+    return replace(response, route={**response.route, **extra})

@@ -38,6 +38,7 @@ def waiter_of(request: Request) -> dict[str, Any]:
         "session": request.session,
         "reply_to": request.reply_to,
         "created_at": request.created_at,
+        "feature": request.feature,
     }
 
 

@@ -38,6 +38,7 @@ class CompleteStage:
         self.store = store
         self.counts: Counter[str] = Counter()
         self._writes: Counter[str] = Counter()
+        self._indexed = 0
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
         try:
@@ -65,6 +66,7 @@ class CompleteStage:
                 created_at=int(waiter["created_at"]),
                 source=response,
                 cache=cache,
+                route={"feature": waiter["feature"]} if waiter.get("feature") else None,
             )
             outs += response_messages(answer, responses, waiter.get("reply_to"))
         if may_write(request, response, self.policy):
@@ -105,6 +107,16 @@ class CompleteStage:
         except Exception as exc:  # the exact entry is in; a failed vector write only costs future semantic hits
             self.counts["store_error"] += 1
             log.warning("vector store write failed for a %s entry: %s", tenant, exc)
+
+    async def maintain(self, min_new: int = 5_000) -> None:
+        """Index new vectors (the embedded engine searches unindexed points by brute force) once ``min_new``
+        entries arrived since the last run; optimising blocks the store briefly, so it is batched."""
+        optimize = getattr(self.store, "optimize", None)
+        written = sum(self._writes.values())
+        if optimize is None or written - self._indexed < min_new:
+            return
+        self._indexed = written
+        await optimize()
 
     async def _bound(self, tenant: str) -> None:
         """Keep at most ``max_entries_per_tenant`` vectors, oldest out first; checked every 64 writes."""

@@ -44,7 +44,8 @@ def partition_for(key: str, partitions: int) -> int:
 
 
 Verify = Callable[[str, str, float], float]  # (query, cached query, cosine) -> probability of duplicate
-Route = Callable[[Request, "np.ndarray | None"], RouteDecision]
+# (request, query embedding) -> (decision, logical topic of the chosen tier, e.g. "tier.local")
+Route = Callable[[Request, np.ndarray], tuple[RouteDecision, str]]
 
 
 class LookupStage:
@@ -162,12 +163,12 @@ class LookupStage:
             outs += self._answer_waiter(waiter, payload["response"], {**cache, "kind": "coalesced"})
         return outs
 
-    def _dispatch(self, job: Job, vector: np.ndarray | None) -> list[Outgoing]:
-        decision = self.router(job.request, vector)
+    def _dispatch(self, job: Job, vector: np.ndarray) -> list[Outgoing]:
+        decision, topic = self.router(job.request, vector)
         route: dict[str, Any] = {**job.route, **decision.to_dict()}
         routed = replace(job, tier=decision.tier, route=route)
         self.counts[f"routed:{decision.tier}"] += 1
-        return [Outgoing(self.settings.topic(f"tier.{decision.tier}"), job.key.encode(), dumps(routed))]
+        return [Outgoing(self.settings.topic(topic), job.key.encode(), dumps(routed))]
 
     def _answer(
         self, request: Request, source: dict[str, Any], cache: dict[str, Any], route: dict[str, Any]
@@ -191,5 +192,6 @@ class LookupStage:
             created_at=int(waiter["created_at"]),
             source=source,
             cache=cache,
+            route={"feature": waiter["feature"]} if waiter.get("feature") else None,
         )
         return response_messages(response, self.settings.topic("responses"), waiter.get("reply_to"))

@@ -1,0 +1,38 @@
+"""Meter role: ``sluice.responses`` → one ``sluice.usage`` record per request id, and ``sluice.costs``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from schemas.records import now_ms
+from streams.agents.emit import emit, source_of
+from streams.app import raw_topic
+from streams.policy.token_count import count_tokens
+from streams.settings import Settings
+from streams.stages.meter import MeterStage
+from streams.tiers import DEFAULT_TIERS_PATH, TierConfigWatcher
+
+
+def register(app: faust.App, settings: Settings) -> MeterStage:
+    watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
+    stage: MeterStage | None = None
+
+    async def rebuild() -> None:
+        if stage is not None:
+            stage.rebuild()  # the ledger came back from its changelog: recompute totals from it
+
+    ledger: Any = app.Table("ledger", default=None, partitions=settings.partitions, value_type=dict, on_recover=rebuild)
+    stage = MeterStage(settings, ledger, lambda: watcher.current().frontier, count_tokens)
+
+    @app.agent(raw_topic(app, settings.topic("responses")), name="meter")
+    async def meter_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await emit(app, await stage.handle(event.value, source_of(event)))
+
+    @app.timer(settings.costs_interval_s)
+    async def publish_costs() -> None:
+        await emit(app, stage.snapshot(now_ms()))
+
+    return stage

@@ -1,0 +1,308 @@
+"""Semantic-cache verifier: may the answer cached for prompt ``a`` be served for prompt ``b``?
+
+Cosine on sentence embeddings ranks candidates well but cannot tell "enable 2FA" from "disable 2FA", nor
+"A beat B" from "B beat A". This module adds cheap lexical evidence (order-sensitive overlap, numbers,
+negation, antonyms, named entities, question words) scored by a small gradient-boosted tree ensemble fitted
+by ``scripts/fit_verifier.py``, plus hard guards for flips a cache must never merge. Pure stdlib + numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
+from pathlib import Path
+
+import numpy as np
+
+PARAMS_PATH = Path(__file__).resolve().parent / "data" / "verifier.json"
+DEFAULT_THRESHOLD = 0.81  # verifier probability needed to serve (written by fit_verifier.py, see verifier.json)
+DEFAULT_MIN_COSINE = 0.80  # candidates below this cosine are not even verified
+
+_TOKEN = re.compile(r"[^\W_]+(?:[.,]\d+)*(?:'[^\W_]+)?")
+_NUMBER_WORDS = {
+    w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())
+} | {"twenty": "20", "thirty": "30", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000"}
+NEGATIONS = frozenset("not no never without cannot nor none nothing nobody neither nowhere".split())
+WH_WORDS = frozenset("what why how where when who whom whose which".split())
+_STRICT_WH = frozenset("who when where why".split())
+_YES_NO = frozenset(
+    "is are was were do does did can could should would will shall may might must have has had am".split()
+)
+STOPWORDS = frozenset(
+    """a an the of to in on at for from by with about as into over is are was were be been being am do does did
+    doing done have has had having i me my mine you your yours we our us he him his she her they them their it its
+    this that these those there here and or but if then so than too very can could should would will shall may
+    might must just also any some much many more most get got s t d ll re ve m one ones way ways best good
+    really actually possible""".split()
+)
+_ANTONYM_TEXT = """enable disable|increase decrease|before after|buy sell|max min|maximum minimum|maximize minimize|
+add remove|start stop|open close|opened closed|on off|win lose|won lost|winner loser|up down|upload download|
+import export|input output|in out|inside outside|above below|over under|upper lower|high low|higher lower|
+more less|most least|best worst|better worse|first last|old new|older newer|young old|cheap expensive|
+fast slow|faster slower|big small|bigger smaller|large small|larger smaller|long short|longer shorter|
+heavy light|hot cold|good bad|positive negative|true false|yes no|pass fail|success failure|rich poor|
+love hate|like dislike|agree disagree|accept reject|include exclude|allow deny|allow block|show hide|
+push pull|send receive|lend borrow|encrypt decrypt|encode decode|compress decompress|cause effect|
+install uninstall|lock unlock|connect disconnect|mount unmount|zip unzip|block unblock|follow unfollow|
+subscribe unsubscribe|activate deactivate|login logout|signin signout|upgrade downgrade|ascending descending|
+forward backward|left right|east west|north south|male female|man woman|men women|boy girl|boys girls|
+he she|his her|him her|husband wife|father mother|son daughter|brother sister|king queen|
+public private|legal illegal|valid invalid|possible impossible|pros cons|causes effects|
+advantages disadvantages|advantage disadvantage|benefits drawbacks|strengths weaknesses|
+rise fall|gain loss|profit loss|arrive depart|arrival departure|enter exit|
+morning evening|day night|summer winter|early late|earlier later|past future|always never|
+all none|everyone nobody|plus minus|odd even|light dark|white black|wet dry|full empty|
+safe dangerous|healthy unhealthy|happy sad|internal external|online offline|
+vertical horizontal|horizontally vertically|physical mental|encrypting decrypting|enabling disabling|
+undergraduate graduate|bachelor master|junior senior|employer employee|minor major|
+teacher student|buyer seller|client server|host guest|parent child|parents children"""
+_ANTONYMS: dict[str, set[str]] = {}
+for _pair in _ANTONYM_TEXT.replace("\n", "").split("|"):
+    _x, _y = _pair.split()
+    _ANTONYMS.setdefault(_x, set()).add(_y)
+    _ANTONYMS.setdefault(_y, set()).add(_x)
+_NEG_PREFIXES = ("un", "dis", "non", "de", "in", "im", "il", "ir", "anti", "mis")
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "cosine",
+    "unigram_jaccard",
+    "bigram_jaccard",
+    "trigram_jaccard",
+    "char3_jaccard",
+    "order_discordance",
+    "content_flips",
+    "swap_gain",
+    "content_unmatched_min",
+    "content_unmatched_max",
+    "content_unmatched_frac",
+    "number_mismatch",
+    "number_one_sided",
+    "negation_mismatch",
+    "antonym",
+    "entity_substitution",
+    "entity_unmatched",
+    "wh_mismatch",
+    "wh_strict_mismatch",
+    "qtype_mismatch",
+    "first2_equal",
+    "length_ratio",
+    "log_length",
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased word/number tokens (any script); keeps n't and 's attached so negation survives."""
+    return _TOKEN.findall(text.lower().replace("’", "'"))
+
+
+def stem(token: str) -> str:
+    """A crude suffix stripper: 'designing'/'designs'/'design' collapse, which is all overlap needs."""
+    if token.endswith("'s"):
+        token = token[:-2]
+    if len(token) > 5 and token.endswith("ing"):
+        return token[:-3]
+    if len(token) > 4 and token.endswith("ies"):
+        return token[:-3] + "y"
+    if len(token) > 4 and token.endswith("ed"):
+        return token[:-2]
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+def numbers(tokens: Sequence[str]) -> set[str]:
+    """Tokens carrying a digit ('2fa', '30th', '6s') plus number words mapped to digits ('five' == '5')."""
+    return {_NUMBER_WORDS.get(t, t) for t in tokens if t in _NUMBER_WORDS or any(c.isdigit() for c in t)}
+
+
+def _negated(tokens: Sequence[str]) -> bool:
+    return sum(1 for t in tokens if t in NEGATIONS or t.endswith("n't")) % 2 == 1
+
+
+def entities(text: str) -> set[str]:
+    """Lowercased capitalised words that are not sentence-initial: a cheap stand-in for named entities."""
+    found: set[str] = set()
+    initial = True
+    for match in _TOKEN.finditer(text):
+        word = match.group()
+        if not initial and word[0].isupper() and word != "I":
+            found.add(word.lower())
+        tail = text[match.end() : match.end() + 2].strip()
+        initial = tail[:1] in {".", "?", "!", ":"}
+    return found
+
+
+def _jaccard(x: AbstractSet[Hashable], y: AbstractSet[Hashable]) -> float:
+    union = len(x | y)
+    return len(x & y) / union if union else 1.0
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    padded = ["<s>", *tokens, "</s>"]
+    return {tuple(padded[i : i + n]) for i in range(len(padded) - n + 1)}
+
+
+def _order(ta: Sequence[str], tb: Sequence[str]) -> tuple[float, int, int]:
+    """(discordance, content flips, swap gain) over tokens that occur once in each text.
+
+    Discordance is the Kendall distance of shared content tokens; swap gain is how many bigrams of b one
+    exchange of two tokens in a restores: 'convert A to B' vs 'convert B to A' gains 2+, a paraphrase ~0."""
+    once_a = {t for t in ta if ta.count(t) == 1}
+    pos_b = {t: i for i, t in enumerate(tb) if tb.count(t) == 1}
+    seq = [pos_b[t] for t in ta if t in once_a and t in pos_b and t not in STOPWORDS and t not in WH_WORDS]
+    n = len(seq)
+    flips = sum(1 for i in range(n) for j in range(i + 1, n) if seq[i] > seq[j])
+    discordance = flips / (n * (n - 1) / 2) if n > 1 else 0.0
+    gain = 0
+    if flips:
+        pa = ["<s>", *ta, "</s>"]
+        bigrams_b = _ngrams(tb, 2)
+        shared = [(i, t) for i, t in enumerate(pa) if t in once_a and t in pos_b and t not in STOPWORDS]
+        for x, (i, tx) in enumerate(shared):
+            for j, ty in shared[x + 1 :]:
+                if pos_b[tx] < pos_b[ty]:
+                    continue
+                idx = {i - 1, i, j - 1, j}
+                old = sum((pa[k], pa[k + 1]) in bigrams_b for k in idx)
+                pa[i], pa[j] = ty, tx
+                new = sum((pa[k], pa[k + 1]) in bigrams_b for k in idx)
+                pa[i], pa[j] = tx, ty
+                gain = max(gain, new - old)
+    return discordance, min(flips, 3), min(gain, 4)
+
+
+def _forms(tokens: AbstractSet[str]) -> set[str]:
+    """Each token, its stem and stem+'e' ('enabled' -> 'enabl' -> 'enable'), to look antonyms up."""
+    out = set(tokens)
+    for t in tokens:
+        s = stem(t)
+        out.update((s, s + "e"))
+    return out
+
+
+def _antonym(only_a: AbstractSet[str], only_b: AbstractSet[str]) -> bool:
+    """One side has a word whose opposite (listed, or un-/dis-/non-... prefixed) only the other side has."""
+    fa, fb = _forms(only_a), _forms(only_b)
+    for x in fa:
+        if _ANTONYMS.get(x, set()) & fb:
+            return True
+        for y in fb:
+            if min(len(x), len(y)) >= 3 and any(y == p + x or x == p + y for p in _NEG_PREFIXES):
+                return True
+    return False
+
+
+def _qtype(tokens: Sequence[str]) -> str:
+    first = tokens[0] if tokens else ""
+    if first in _STRICT_WH:
+        return first
+    if first in ("how", "what", "which", "what's"):
+        return "open"
+    return "yesno" if first in _YES_NO else "other"
+
+
+def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
+    """Feature vector (order: FEATURE_NAMES) for a candidate pair whose embedding cosine is ``cosine``."""
+    ta, tb = tokenize(a), tokenize(b)
+    sa, sb = {stem(t) for t in ta}, {stem(t) for t in tb}
+    ca = {t for t in sa - sb if t not in STOPWORDS and t not in WH_WORDS}
+    cb = {t for t in sb - sa if t not in STOPWORDS and t not in WH_WORDS}
+    content = {t for t in sa | sb if t not in STOPWORDS and t not in WH_WORDS}
+    na, nb = numbers(ta), numbers(tb)
+    ent_a = {e for e in entities(a) if stem(e) not in sb}
+    ent_b = {e for e in entities(b) if stem(e) not in sa}
+    wa, wb = [t for t in ta if t in WH_WORDS][:1], [t for t in tb if t in WH_WORDS][:1]
+    xa, xb = _STRICT_WH.intersection(ta), _STRICT_WH.intersection(tb)
+    qa, qb = _qtype(ta), _qtype(tb)
+    la, lb = a.lower(), b.lower()
+    discordance, flips, swap = _order(ta, tb)
+    return np.array(
+        [
+            cosine,
+            _jaccard(sa, sb),
+            _jaccard(_ngrams(ta, 2), _ngrams(tb, 2)),
+            _jaccard(_ngrams(ta, 3), _ngrams(tb, 3)),
+            _jaccard({la[i : i + 3] for i in range(len(la) - 2)}, {lb[i : i + 3] for i in range(len(lb) - 2)}),
+            discordance,
+            flips,
+            swap,
+            min(len(ca), len(cb), 3),
+            min(max(len(ca), len(cb)), 5),
+            (len(ca) + len(cb)) / max(len(content), 1),
+            float(bool(na) and bool(nb) and na != nb),
+            float(na != nb and not (na and nb)),
+            float(_negated(ta) != _negated(tb)),
+            float(_antonym(set(ta) - set(tb), set(tb) - set(ta))),
+            float(bool(ent_a) and bool(ent_b)),
+            min(len(ent_a) + len(ent_b), 4),
+            float(bool(wa) and bool(wb) and wa != wb),
+            float(xa != xb),
+            float(qa != qb and "other" not in (qa, qb)),
+            float(ta[:2] == tb[:2]),
+            min(len(ta), len(tb)) / max(len(ta), len(tb), 1),
+            math.log1p((len(ta) + len(tb)) / 2),
+        ],
+        dtype=np.float64,
+    )
+
+
+class Verifier:
+    """Boosted depth-d trees over ``pair_features``, then guards: P(cached answer is right for the new prompt).
+
+    Trees are complete binary trees in heap order: node k splits on ``feature[t, k]``; x > threshold goes
+    right (child 2k+2), else left (2k+1); after ``depth`` levels the leaf value is added to the logit.
+    Guards (antonym, differing numbers, ...) cap the probability at ``guard_cap`` whatever the trees say."""
+
+    def __init__(self, params: dict) -> None:  # type: ignore[type-arg]
+        if tuple(params["feature_names"]) != FEATURE_NAMES:
+            raise ValueError("verifier params were fitted on other features: rerun scripts/fit_verifier.py")
+        self.feature = np.asarray(params["trees"]["feature"], dtype=np.intp)
+        self.threshold_ = np.asarray(params["trees"]["threshold"], dtype=np.float64)
+        self.leaf = np.asarray(params["trees"]["leaf"], dtype=np.float64)
+        self.depth = int(params["trees"]["depth"])
+        self.base = float(params["base_logit"])
+        guards: dict[str, float] = params.get("guards", {})
+        self.guards = np.array([FEATURE_NAMES.index(g) for g in guards], dtype=np.intp)
+        self.guard_min = np.array(list(guards.values()), dtype=np.float64)
+        self.guard_cap = float(params.get("guard_cap", 0.0))
+        self.threshold = float(params["threshold"])
+        self.min_cosine = float(params.get("min_cosine", DEFAULT_MIN_COSINE))
+        n_trees = self.feature.shape[0]
+        if self.feature.shape != (n_trees, 2**self.depth - 1) or self.leaf.shape != (n_trees, 2**self.depth):
+            raise ValueError("malformed verifier trees")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Verifier:
+        return cls(json.loads(Path(path or PARAMS_PATH).read_text()))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities for a (n, N_FEATURES) matrix: all trees advance one level per numpy step."""
+        x = np.atleast_2d(features)
+        n, trees = x.shape[0], np.arange(self.feature.shape[0])
+        node = np.zeros((n, trees.size), dtype=np.intp)
+        for _ in range(self.depth):
+            f, t = self.feature[trees, node], self.threshold_[trees, node]
+            node = 2 * node + 1 + (np.take_along_axis(x, f, axis=1) > t)
+        z = self.base + self.leaf[trees, node - (2**self.depth - 1)].sum(axis=1)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
+        if self.guards.size:
+            p = np.where((x[:, self.guards] >= self.guard_min).any(axis=1), np.minimum(p, self.guard_cap), p)
+        return p
+
+    def score(self, a: str, b: str, cosine: float) -> float:
+        return float(self.predict(pair_features(a, b, cosine)[None, :])[0])
+
+    def score_many(self, a: Sequence[str], b: Sequence[str], cosines: Sequence[float] | np.ndarray) -> np.ndarray:
+        if not (len(a) == len(b) == len(cosines)):
+            raise ValueError("a, b and cosines must have the same length")
+        if not len(a):
+            return np.zeros(0)
+        return self.predict(np.stack([pair_features(x, y, float(c)) for x, y, c in zip(a, b, cosines, strict=True)]))
+
+    def accepts(self, a: str, b: str, cosine: float) -> bool:
+        """The cache decision: a candidate above the cosine floor whose verifier score clears the threshold."""
+        return cosine >= self.min_cosine and self.score(a, b, cosine) >= self.threshold

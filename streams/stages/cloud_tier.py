@@ -1,0 +1,90 @@
+"""Cloud tier stage: a job → the provider fallback chain (retries, breakers, local last resort) → a result.
+
+Runs on ``sluice.tier.cloud`` (key: dedup key) and writes to ``sluice.results``. Usage comes from the
+provider's reply; cost from the price table for the model that actually answered. Every attempt, including
+retried calls that may have been billed, is recorded on the response (``route.attempts``, ``route.chain``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from schemas.parse import InvalidMessage, parse_job
+from schemas.records import Response, Result, Usage, dumps, now_ms
+from streams.settings import Settings
+from streams.stages.outgoing import Outgoing, Source, dead_letter
+from workers.cloud.fallback import AllProvidersFailed, FallbackChain
+
+log = logging.getLogger(__name__)
+
+Pricer = Callable[[str, int, int], float]  # (model, prompt_tokens, completion_tokens) -> USD
+
+
+class CloudTierStage:
+    def __init__(self, settings: Settings, chain: Callable[[], FallbackChain], price: Pricer) -> None:
+        self.settings = settings
+        self.chain = chain  # called per job so a reloaded tier/provider config applies at once
+        self.price = price
+        self.counts: Counter[str] = Counter()
+
+    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+        try:
+            job = parse_job(raw)
+        except InvalidMessage as exc:
+            self.counts[f"deadletter:{exc.reason}"] += 1
+            return [dead_letter(self.settings.topic("deadletter"), raw, source, exc)]
+        request = job.request
+        started = time.monotonic()
+        try:
+            outcome = await self.chain().complete(request.chat(), request.max_tokens)
+        except AllProvidersFailed as exc:
+            self.counts["error"] += 1
+            calls = sum(a.attempts for a in exc.attempts)
+            route = dict(job.route, chain=[a.describe() for a in exc.attempts], attempts=calls)
+            response = Response(
+                id=request.id,
+                tenant=request.tenant,
+                session=request.session,
+                status="error",
+                tier="cloud",
+                reason=f"all_providers_failed: {exc}"[:500],
+                route=route,
+                latency_ms=float(now_ms() - request.created_at),
+            )
+        else:
+            served = outcome.served_by
+            completion = outcome.completion
+            tier = "local" if outcome.tier == "local" else "cloud"
+            cost = (
+                0.0
+                if tier == "local"
+                else self.price(served.model, completion.prompt_tokens, completion.completion_tokens)
+            )
+            self.counts[f"ok:{served.provider}"] += 1
+            route = dict(
+                job.route,
+                chain=outcome.chain,
+                attempts=outcome.calls_made,
+                provider=served.provider,
+                generation_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+            if len(outcome.attempts) > 1:
+                route["fallback"] = True
+            response = Response(
+                id=request.id,
+                tenant=request.tenant,
+                session=request.session,
+                status="ok",
+                text=completion.text,
+                tier=tier,
+                model=completion.model or served.model,
+                usage=Usage(completion.prompt_tokens, completion.completion_tokens),
+                cost_usd=cost,
+                latency_ms=float(now_ms() - request.created_at),
+                route=route,
+            )
+        result = Result(job=job, response=response)
+        return [Outgoing(self.settings.topic("results"), job.key.encode(), dumps(result))]

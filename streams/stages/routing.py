@@ -1,0 +1,63 @@
+"""The router as the lookup stage calls it: the current tier config (reloaded on change), the classifier's
+score on the request's embedding, the local backlog for spill-over, then the pure rules in policy/router."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from schemas.records import Request
+from streams.policy.cache_policy import query_text
+from streams.policy.router import RouteDecision, RouterInputs, route
+from streams.settings import Settings
+from streams.tiers import DEFAULT_TIERS_PATH, TierConfig, TierConfigWatcher
+
+
+class Classifier(Protocol):
+    default_knob: float
+
+    def score(self, vector: np.ndarray, text: str) -> float: ...
+
+
+class Router:
+    def __init__(
+        self,
+        settings: Settings,
+        tiers: Callable[[], TierConfig],
+        classifier: Classifier | None,
+        backlog: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.tiers = tiers
+        self.classifier = classifier
+        self.backlog = backlog
+        self.local_only = frozenset(t.strip() for t in settings.local_only_tenants.split(",") if t.strip())
+        self.spill_backlog = settings.spill_backlog
+
+    def __call__(self, request: Request, vector: np.ndarray) -> tuple[RouteDecision, str]:
+        config = self.tiers()
+        knob = config.router_knob
+        if knob is None:
+            knob = self.classifier.default_knob if self.classifier is not None else 0.5
+        score = None
+        if self.classifier is not None:
+            score = round(float(self.classifier.score(vector, query_text(request.chat()))), 4)
+        inputs = RouterInputs(
+            local=config.weak,
+            frontier=config.frontier,
+            tiers=config.tiers,
+            knob=knob,
+            local_only_tenants=self.local_only,
+            local_backlog=self.backlog(),
+            spill_backlog=self.spill_backlog,
+        )
+        decision = route(request, inputs, score)
+        return decision, config.get(decision.tier).topic
+
+
+def build_router(settings: Settings, backlog: Callable[[], int] = lambda: 0) -> Router:
+    from streams.policy.route_classifier import RouteClassifier
+
+    watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
+    return Router(settings, watcher.current, RouteClassifier.load(), backlog)
