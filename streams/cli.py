@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 import orjson
@@ -119,6 +120,26 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from streams.cache_admin import parse_duration_s
+    from streams.report import build_report, read_usage, render_chart, render_text
+
+    settings = _settings()
+    since = None
+    if args.since:
+        since = int((time.time() - parse_duration_s(args.since)) * 1000)
+    report = build_report(asyncio.run(read_usage(settings, since)))
+    print(render_text(report))
+    if args.chart:
+        render_chart(report, Path(args.chart))
+        print(f"\nchart written to {args.chart}")
+    if args.json:
+        print(orjson.dumps(report.summary()).decode())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sluice", description="Streaming middleware that cuts LLM inference cost.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--tenant", required=True)
     purge.add_argument("--older-than", help="only entries older than this (e.g. 12h, 7d)")
     purge.set_defaults(func=cmd_cache)
+
+    report = sub.add_parser("report", help="cost per tenant, session, tier and feature from sluice.usage")
+    report.add_argument("--since", help="only the last period, e.g. 1h, 7d (default: all retained usage)")
+    report.add_argument("--json", action="store_true", help="end with one JSON object")
+    report.add_argument("--chart", default="sluice-report.html", help="HTML chart path ('' to skip)")
+    report.set_defaults(func=cmd_report)
 
     evaluate = sub.add_parser("eval", help="offline evaluation on labelled data")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)

@@ -230,9 +230,7 @@ def parse_tiers(doc: Any, prices: PriceTable | None = None, source: str = "") ->
     router = doc.get("router") or {}
     if not isinstance(router, Mapping):
         raise TierConfigError(f"router must be a mapping, got {router!r}")
-    knob = _num(router, "knob", "router", None)
-    if knob is not None and knob > 1:
-        raise TierConfigError(f"router.knob must be in [0, 1], got {knob!r}")
+    knob = _num(router, "knob", "router", None)  # > 1 is allowed: nothing goes to the small tier
     return TierConfig(tiers=tiers, router_knob=knob, source=source)
 
 

@@ -20,6 +20,10 @@ class Classifier(Protocol):
 
     def score(self, vector: np.ndarray, text: str) -> float: ...
 
+    def knob_for(self, vector: np.ndarray, text: str) -> float:
+        """The recommended knob for this request's domain (multiple choice, math, chat)."""
+        ...
+
 
 class Router:
     def __init__(
@@ -37,12 +41,13 @@ class Router:
 
     def __call__(self, request: Request, vector: np.ndarray) -> tuple[RouteDecision, str]:
         config = self.tiers()
+        text = query_text(request.chat())
         knob = config.router_knob
         if knob is None:
-            knob = self.classifier.default_knob if self.classifier is not None else 0.5
+            knob = self.classifier.knob_for(vector, text) if self.classifier is not None else 0.5
         score = None
         if self.classifier is not None:
-            score = round(float(self.classifier.score(vector, query_text(request.chat()))), 4)
+            score = round(float(self.classifier.score(vector, text)), 4)
         inputs = RouterInputs(
             local=config.weak,
             frontier=config.frontier,

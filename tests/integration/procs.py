@@ -47,8 +47,23 @@ class SluiceProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
-def start_worker(settings: Settings, tmp_path: Path, *roles: str, name: str = "worker") -> SluiceProcess:
+ALL_ROLES = ("admit", "cache", "local", "cloud", "meter")
+
+
+def start_worker(
+    settings: Settings,
+    tmp_path: Path,
+    *roles: str,
+    name: str = "worker",
+    env: dict[str, str] | None = None,
+) -> SluiceProcess:
+    """Run roles in a subprocess. Unless ``env`` names a tiers file, everything routes to the local tier."""
     args = ["worker"]
-    for role in roles or ("admit", "cache", "local"):
+    for role in roles or ALL_ROLES:
         args += ["--role", role]
-    return SluiceProcess(settings, *args, log=tmp_path / f"{name}.log")
+    extra = dict(env or {})
+    if "SLUICE_TIERS_FILE" not in extra:
+        from tests.integration.tiers_files import write_tiers
+
+        extra["SLUICE_TIERS_FILE"] = str(write_tiers(tmp_path / "tiers-local.yaml", knob=0.0))
+    return SluiceProcess(settings, *args, log=tmp_path / f"{name}.log", extra_env=extra)

@@ -1,0 +1,232 @@
+"""Fit the learned router (streams/policy/data/router.json) from the RouteLLM label files; print honest CV numbers.
+
+Why: the router must keep as many requests as possible off the frontier tier while keeping 95% of its quality;
+cross-validation (repeated K-fold, every step refitted per fold) estimates that share on unseen prompts from the same
+sources. numpy only. Embeddings (all-MiniLM-L6-v2 int8) are cached as .npy under --cache-dir.
+
+    .venv/bin/python scripts/fit_router.py [--data DIR] [--out FILE] [--reps 3] [--folds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from streams.policy.route_classifier import (  # noqa: E402
+    DEFAULT_PATH,
+    FEATURE_NAMES,
+    Head,
+    RouteClassifier,
+    best_point,
+    curve,
+    share_at_quality,
+    text_features,
+)
+
+# Per-domain hyper-parameters (chosen by repeated K-fold CV on the dev files). "prior": rows' field whose groups
+# become centroid priors; "kmeans": extra unsupervised topic clusters; "lam": None = no logistic models.
+CONFIG: dict[str, dict[str, Any]] = {
+    "mcq": {"file": "routellm_mmlu_labels.jsonl", "lam": 10.0, "prior": "subject", "kmeans": 256},
+    "math": {"file": "routellm_gsm8k_labels.jsonl", "lam": 3.0, "prior": None, "kmeans": 0},
+    "chat": {"file": "routellm_mtbench_scores.jsonl", "lam": None, "prior": "category", "kmeans": 0},
+}
+MTBENCH_GOOD = 8.0  # an MT-Bench judge score >= this counts as a right answer
+TEMP, ALPHA = 20.0, 5.0  # soft-assignment temperature; pseudo-counts shrinking cluster rates to the global rate
+
+
+def embed(texts: list[str], cache_dir: Path) -> np.ndarray:
+    """Embeddings with a disk cache keyed by the texts (embedding 10k prompts takes minutes on 2 cores)."""
+    key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:16]
+    path = cache_dir / f"minilm-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    from workers.embedding.fastembed_embedder import FastEmbedEmbedder
+
+    vectors = FastEmbedEmbedder(threads=2).embed(texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors
+
+
+def logreg(a: np.ndarray, y: np.ndarray, lam: float, iters: int = 50) -> np.ndarray:
+    """L2-regularised logistic regression by Newton's method; last column of ``a`` is the (unpenalised) bias."""
+    beta = np.zeros(a.shape[1])
+    reg = lam * np.eye(a.shape[1])
+    reg[-1, -1] = 1e-6
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(a @ beta, -40, 40)))
+        step = np.linalg.solve((a * (p * (1 - p))[:, None]).T @ a + reg, a.T @ (p - y) + reg @ beta)
+        beta -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    return beta
+
+
+def kmeans(x: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means (cosine); returns unit centroids and assignments."""
+    rng = np.random.default_rng(seed)
+    c = x[rng.choice(len(x), k, replace=False)].copy()
+    for _ in range(iters):
+        assign = np.argmax(x @ c.T, axis=1)
+        sums = np.zeros_like(c)
+        np.add.at(sums, assign, x)
+        norms = np.linalg.norm(sums, axis=1)
+        keep = norms > 0
+        c[keep] = sums[keep] / norms[keep, None]
+    return c, np.argmax(x @ c.T, axis=1)
+
+
+def group_rates(groups: np.ndarray, k: int, w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per-group (weak, strong) success rates, shrunk towards the global rates by ALPHA pseudo-counts."""
+    counts = np.bincount(groups, minlength=k).astype(np.float64)
+    sums = np.stack([np.bincount(groups, weights=w, minlength=k), np.bincount(groups, weights=s, minlength=k)], 1)
+    return (sums + ALPHA * np.array([w.mean(), s.mean()])) / (counts + ALPHA)[:, None]
+
+
+def fit_head(x: np.ndarray, f: np.ndarray, w: np.ndarray, s: np.ndarray, groups: np.ndarray, cfg: dict) -> Head:
+    """Everything but calibration (set afterwards from out-of-fold scores)."""
+    mean, std = f.mean(0), f.std(0)
+    std = np.where(std < 1e-6, 1.0, std)
+    design = np.hstack([x, (f - mean) / std, np.ones((len(x), 1))])
+    coef = np.zeros((2, design.shape[1]))
+    if cfg["lam"] is not None:
+        coef = np.stack([logreg(design, w, cfg["lam"]), logreg(design, s, cfg["lam"])])
+    cents: list[tuple[np.ndarray, np.ndarray, float]] = []
+    if cfg["prior"]:
+        names, idx = np.unique(groups, return_inverse=True)
+        sums = np.zeros((len(names), x.shape[1]))
+        np.add.at(sums, idx, x)
+        cents.append((sums / np.linalg.norm(sums, axis=1, keepdims=True), group_rates(idx, len(names), w, s), TEMP))
+    if cfg["kmeans"]:
+        c, idx = kmeans(x, min(cfg["kmeans"], len(x) // 4))
+        cents.append((c, group_rates(idx, len(c), w, s), TEMP))
+    return Head(mean, std, coef, tuple(cents), (1.0, 0.0), 0.5)
+
+
+def read_rows(path: Path, prior: str | None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """texts, weak ok, strong ok, prior groups, CV groups (an MT-Bench question's two turns stay together)."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    if "mixtral_8x7b_correct" in rows[0]:
+        w = np.array([bool(r["mixtral_8x7b_correct"]) for r in rows], dtype=np.float64)
+        s = np.array([bool(r["gpt4_1106_correct"]) for r in rows], dtype=np.float64)
+    else:
+        w = np.array([r["mixtral_8x7b_score"] >= MTBENCH_GOOD for r in rows], dtype=np.float64)
+        s = np.array([r["gpt4_1106_score"] >= MTBENCH_GOOD for r in rows], dtype=np.float64)
+    groups = np.array([str(r.get(prior, "")) if prior else "" for r in rows])
+    cv_groups = np.array([str(r.get("question_id", i)) for i, r in enumerate(rows)])
+    return [r["prompt"] for r in rows], w, s, groups, cv_groups
+
+
+def platt(raw: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
+    a, b = logreg(np.stack([raw, np.ones_like(raw)], 1), ok, 1e-3)
+    return float(a), float(b)
+
+
+def evaluate_domain(name: str, data: Path, cache: Path, reps: int, folds: int) -> tuple[Head, dict[str, Any], Any]:
+    cfg = CONFIG[name]
+    texts, w, s, groups, cv_groups = read_rows(data / cfg["file"], cfg["prior"])
+    x = embed(texts, cache).astype(np.float64)
+    f = np.vstack([text_features(t) for t in texts])
+    n = len(texts)
+    oof = np.zeros((reps, n))
+    units = np.unique(cv_groups)
+    for rep in range(reps):
+        perm = np.random.default_rng(rep).permutation(len(units))
+        for fold_units in np.array_split(units[perm], min(folds, len(units))):
+            fold = np.nonzero(np.isin(cv_groups, fold_units))[0]
+            tr = np.nonzero(~np.isin(cv_groups, fold_units))[0]
+            oof[rep, fold] = fit_head(x[tr], f[tr], w[tr], s[tr], groups[tr], cfg).raw(x[fold], f[fold])
+    shares = [share_at_quality(o, w, s) for o in oof]
+    rng = np.random.default_rng(123)
+    random_shares = [share_at_quality(rng.random(n), w, s) for _ in range(50)]
+    ok = (w >= s).astype(np.float64)
+    calib = platt(oof.ravel(), np.tile(ok, reps))
+    full = fit_head(x, f, w, s, groups, cfg)
+    probs = Head(full.feat_mean, full.feat_std, full.coef, full.centroids, calib, 0.5).prob(oof.ravel())
+    # One knob for the pooled out-of-fold scores of all repeats; per-repeat knobs show its spread.
+    knob = best_point(curve(probs, np.tile(w, reps), np.tile(s, reps)), float(s.mean())).knob
+    per_rep = [best_point(curve(p, w, s), float(s.mean())).knob for p in probs.reshape(reps, n)]
+    head = Head(full.feat_mean, full.feat_std, full.coef, full.centroids, calib, float(knob))
+    rep_q = [float(np.where(p >= knob, w, s).mean() / s.mean()) for p in probs.reshape(reps, n)]
+    metrics = {
+        "file": cfg["file"],
+        "n": n,
+        "weak_share_at_95_cv": round(float(np.mean(shares)), 4),
+        "weak_share_at_95_cv_per_rep": [round(v, 4) for v in shares],
+        "random_weak_share_at_95": round(float(np.mean(random_shares)), 4),
+        "knob": round(float(knob), 4),
+        "knob_per_rep": [round(v, 4) for v in per_rep],
+        "cv_quality_ratio_at_knob": [round(v, 4) for v in rep_q],
+        "frontier_quality": round(float(s.mean()), 4),
+        "weak_quality": round(float(w.mean()), 4),
+        "hyper": cfg,
+    }
+    # Gate centroids that send non-multiple-choice requests to this head: the topic centroids of a prior, else
+    # the domain's mean direction (multiple choice is recognised by its text, so mcq needs none).
+    if name == "mcq":
+        gate = np.zeros((0, x.shape[1]))
+    elif cfg["prior"]:
+        gate = head.centroids[0][0]
+    else:
+        gate = (x.sum(0) / np.linalg.norm(x.sum(0)))[None, :]
+    return head, metrics, gate
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="folder of label files")
+    ap.add_argument("--out", type=Path, default=DEFAULT_PATH)
+    ap.add_argument("--cache-dir", type=Path, default=Path("/tmp/sluice-router-cache"))
+    ap.add_argument("--reps", type=int, default=5, help="repeats of K-fold CV")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--dry-run", action="store_true", help="print CV numbers, do not write --out")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    heads, metrics, gates = {}, {}, {}
+    for name in CONFIG:
+        heads[name], metrics[name], gates[name] = evaluate_domain(
+            name, args.data, args.cache_dir, args.reps, args.folds
+        )
+        m = metrics[name]
+        print(
+            f"{name:5s} {m['file']}: CV weak_share_at_95 = {m['weak_share_at_95_cv']:.3f} "
+            f"(per rep {m['weak_share_at_95_cv_per_rep']}; random {m['random_weak_share_at_95']:.3f}), "
+            f"knob {m['knob']:.3f}",
+            flush=True,
+        )
+    gate = (np.vstack(list(gates.values())), tuple(k for k, g in gates.items() for _ in range(len(g))))
+    meta = {
+        "embedding_model": "all-MiniLM-L6-v2-int8",
+        "dim": 384,
+        "features": list(FEATURE_NAMES),
+        "target": "P(weak tier at least as good as frontier): mixtral_8x7b_correct or not gpt4_1106_correct",
+        "domains": {
+            "mcq": "multiple choice with options A-D (MMLU-trained), recognised by its text",
+            "math": "word problems (GSM8K-trained), nearest gate centroid",
+            "chat": "open prompts (MT-Bench-trained category priors, judge score >= 8 = right), nearest gate centroid",
+        },
+        "recommended_knob": round(max(heads[k].knob for k in ("mcq", "math")), 4),
+        "cv": metrics,
+        "cv_protocol": f"{args.reps}x repeated {args.folds}-fold; all fitting steps inside each fold",
+        "fit_seconds": round(time.time() - t0, 1),
+    }
+    print(f"recommended knob {meta['recommended_knob']:.3f}; fit + CV took {meta['fit_seconds']:.0f}s")
+    if not args.dry_run:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        RouteClassifier(heads, meta, gate).save(args.out)
+        print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""The cache on the genuine broker: exact hits, verified semantic hits, coalescing of identical requests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from streams.client import SluiceClient, make_request
+from streams.settings import Settings
+from streams.topics import create_topics
+from tests.integration.procs import start_worker
+
+pytestmark = pytest.mark.integration
+
+
+async def test_exact_semantic_and_coalesced_answers(settings: Settings, tmp_path: Path) -> None:
+    await create_topics(settings)
+    worker = start_worker(settings, tmp_path)
+    try:
+        async with SluiceClient(settings) as client:
+            first = await client.submit(make_request("How do I reset my password?", tenant="acme", session="a"), 180)
+            again = await client.submit(make_request("How do I reset my password?", tenant="acme", session="b"), 60)
+            paraphrase = await client.submit(
+                make_request("How can I reset my password?", tenant="acme", session="c"), 60
+            )
+            other_tenant = await client.submit(
+                make_request("How do I reset my password?", tenant="globex", session="d"), 180
+            )
+            burst = [make_request("Write a haiku about rivers.", tenant="acme", session=f"h{i}") for i in range(6)]
+            futures = [await client.send(r) for r in burst]
+            answers = await asyncio.wait_for(asyncio.gather(*futures), 180)
+    finally:
+        worker.stop()
+    assert first.status == "ok" and first.tier == "local", worker.tail()
+    assert again.tier == "cache" and again.route["cache"]["kind"] == "exact" and again.text == first.text
+    assert again.route["cache"]["source_id"] == first.id and again.cost_usd == 0.0
+    assert paraphrase.tier == "cache" and paraphrase.route["cache"]["kind"] == "semantic"
+    assert paraphrase.route["cache"]["verifier_score"] >= paraphrase.route["cache"]["threshold"]
+    assert other_tenant.tier == "local"  # never another tenant's answer
+    assert sorted(a.id for a in answers) == sorted(r.id for r in burst)
+    tiers = sorted(a.tier for a in answers)
+    assert tiers.count("local") == 1, tiers  # one generation for six identical requests
+    kinds = {a.route.get("cache", {}).get("kind") for a in answers if a.tier == "cache"}
+    assert kinds <= {"coalesced", "exact"} and len({a.text for a in answers}) == 1

@@ -1,0 +1,91 @@
+"""Metering on the genuine broker: one usage record per request, exact totals after a meter restart,
+and a looping agent stopped by the session breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.client import SluiceClient, make_request
+from streams.settings import Settings
+from streams.topics import create_topics
+from tests.conftest import settings_env
+from tests.integration.kafka_util import read_topic
+from tests.integration.procs import start_worker
+
+pytestmark = pytest.mark.integration
+
+
+async def test_usage_is_counted_once_even_across_a_meter_restart(settings: Settings, tmp_path: Path) -> None:
+    await create_topics(settings)
+    workers = start_worker(settings, tmp_path, "admit", "cache", "local", name="workers")
+    meter = start_worker(settings, tmp_path, "meter", name="meter-1")
+    try:
+        async with SluiceClient(settings) as client:
+            requests = [
+                make_request(
+                    f"Name a colour number {i}",
+                    tenant=f"t{i % 2}",
+                    session=f"s{i}",
+                    max_tokens=4,
+                    metadata={"feature": "colours" if i % 3 else "other"},
+                )
+                for i in range(12)
+            ]
+            first = await asyncio.wait_for(asyncio.gather(*[await client.send(r) for r in requests[:6]]), 180)
+            await asyncio.sleep(1.0)
+            meter.kill()  # mid-stream, no graceful commit: it will see some responses again
+            meter = start_worker(settings, tmp_path, "meter", name="meter-2")
+            rest = await asyncio.wait_for(asyncio.gather(*[await client.send(r) for r in requests[6:]]), 180)
+            repeat = await client.submit(
+                make_request("Name a colour number 0", tenant="t0", session="x", max_tokens=4), 60
+            )
+        responses = [*first, *rest, repeat]
+        usage = await read_topic(settings, settings.topic("usage"), until=len(responses), timeout_s=60)
+    finally:
+        meter.stop()
+        workers.stop()
+    ids = [u["id"] for u in usage]
+    assert sorted(set(ids)) == sorted(r.id for r in responses)
+    env = settings_env(settings)
+    report = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streams.cli", "report", "--json", "--chart", str(tmp_path / "report.html")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    summary = json.loads(report.stdout.strip().splitlines()[-1])
+    assert summary["requests"] == len(responses)
+    assert summary["cost_usd"] == pytest.approx(sum(r.cost_usd for r in responses), abs=1e-9)
+    assert summary["by_tenant"].keys() == {"t0", "t1"}
+    assert set(summary["by_feature"]) == {"colours", "other", "(none)"}
+    assert repeat.tier == "cache" and summary["cache_hit_rate"] == pytest.approx(1 / len(responses))
+    assert summary["baseline_cost_usd"] > summary["cost_usd"] and summary["savings_ratio"] > 0
+    assert "<svg" in (tmp_path / "report.html").read_text()
+
+
+async def test_a_looping_agent_trips_its_session_breaker(settings: Settings, tmp_path: Path) -> None:
+    await create_topics(settings)
+    worker = start_worker(settings, tmp_path, "admit", "cache", "local", name="loop")
+    try:
+        async with SluiceClient(settings) as client:
+            loop = [make_request("Try again.", tenant="acme", session="agent-7", max_tokens=4) for _ in range(50)]
+            futures = [await client.send(r) for r in loop]  # 50 in well under 10 s
+            answers = await asyncio.wait_for(asyncio.gather(*futures), 180)
+            other = await client.submit(make_request("Hello", tenant="acme", session="agent-8", max_tokens=4), 120)
+    finally:
+        worker.stop()
+    reasons = [a.reason for a in answers]
+    assert all(a.status == "ok" for a in answers[:7])
+    assert reasons[7:] == ["breaker"] * 43  # the default trips on the 8th identical prompt in a row
+    assert other.status == "ok"  # other sessions are untouched
+    control = await read_topic(settings, settings.topic("control"), until=1, timeout_s=20)
+    assert control[0]["session"] == "agent-7" and control[0]["state"] == "open" and control[0]["reason"] == "repeat"
