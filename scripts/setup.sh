@@ -39,4 +39,9 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ] && ! ls infra/kafka/libs/kafka_2.13-*.jar >/dev
   echo "setup: fetching Apache Kafka's jars from Maven Central"
   mvn -q -B -f infra/kafka/pom.xml dependency:copy-dependencies
 fi
+# Headless Chromium for the dashboard's browser test (Debian's package; tests skip without it).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing Debian's chromium for the dashboard test"
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "setup: chromium not installed (the browser test will skip)"
+fi
 echo "setup: ready (.venv/bin/sluice)"

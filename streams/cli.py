@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--chart", default="sluice-report.html", help="HTML chart path ('' to skip)")
     report.set_defaults(func=cmd_report)
 
+    from streams import ingress
+
+    ingress.register(sub)
+
     evaluate = sub.add_parser("eval", help="offline evaluation on labelled data")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
     _register_evals(eval_sub)

@@ -53,6 +53,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     # Changelogs of the cache role's Faust tables (Faust may not declare topics here; see streams/app.py).
     TopicSpec("{prefix}-cache-exact-changelog", "dedup key", "exact-cache table changelog", COMPACTED),
     TopicSpec("{prefix}-cache-inflight-changelog", "dedup key", "in-flight (coalescing) table changelog", COMPACTED),
+    TopicSpec("{prefix}-admit-sessions-changelog", "session", "breaker and budget state per session", COMPACTED),
     TopicSpec(
         "{prefix}-meter-ledger-changelog", "request id", "metered usage per request id (dedup ledger)", COMPACTED
     ),
