@@ -16,6 +16,7 @@ import orjson
 
 from schemas.records import Message, Request, Response
 from streams.policy.cache_key import normalize_text
+from streams.policy.verifier import DEFAULT_MIN_COSINE, DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,8 @@ class CachePolicy:
     enabled: bool = True
     ttl_s: float = 7 * 24 * 3600.0
     max_entries_per_tenant: int = 100_000
-    min_cosine: float = 0.80  # candidates below this are not even verified
-    threshold: float = 0.5  # verifier probability needed to serve a semantic hit
+    min_cosine: float = DEFAULT_MIN_COSINE  # candidates below this are not even verified
+    threshold: float = DEFAULT_THRESHOLD  # verifier probability needed to serve a semantic hit
     tenant_thresholds: Mapping[str, float] = field(default_factory=dict)
     route_thresholds: Mapping[str, float] = field(default_factory=dict)  # by metadata.feature
     candidates: int = 4

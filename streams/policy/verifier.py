@@ -11,19 +11,31 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 PARAMS_PATH = Path(__file__).resolve().parent / "data" / "verifier.json"
-DEFAULT_THRESHOLD = 0.81  # verifier probability needed to serve (written by fit_verifier.py, see verifier.json)
-DEFAULT_MIN_COSINE = 0.80  # candidates below this cosine are not even verified
+
+
+def _shipped(key: str, fallback: float) -> float:
+    try:
+        return float(json.loads(PARAMS_PATH.read_text())[key])
+    except (OSError, KeyError, TypeError, ValueError):
+        return fallback
+
+
+# Recommended operating point, chosen by scripts/fit_verifier.py from cross-validation (see verifier.json "cv").
+DEFAULT_THRESHOLD = _shipped("threshold", 0.84)  # verifier probability needed to serve a semantic hit
+DEFAULT_MIN_COSINE = _shipped("min_cosine", 0.80)  # candidates below this cosine are not even verified
 
 _TOKEN = re.compile(r"[^\W_]+(?:[.,]\d+)*(?:'[^\W_]+)?")
-_NUMBER_WORDS = {
-    w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve".split())
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER_WORDS = {  # not 'one': mostly a pronoun ("one can ...")
+    w: str(i) for i, w in enumerate("_ _ two three four five six seven eight nine ten eleven twelve".split()) if i > 1
 } | {"twenty": "20", "thirty": "30", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000"}
 NEGATIONS = frozenset("not no never without cannot nor none nothing nobody neither nowhere".split())
 WH_WORDS = frozenset("what why how where when who whom whose which".split())
@@ -39,57 +51,35 @@ STOPWORDS = frozenset(
     really actually possible""".split()
 )
 _ANTONYM_TEXT = """enable disable|increase decrease|before after|buy sell|max min|maximum minimum|maximize minimize|
-add remove|start stop|open close|opened closed|on off|win lose|won lost|winner loser|up down|upload download|
-import export|input output|in out|inside outside|above below|over under|upper lower|high low|higher lower|
-more less|most least|best worst|better worse|first last|old new|older newer|young old|cheap expensive|
-fast slow|faster slower|big small|bigger smaller|large small|larger smaller|long short|longer shorter|
-heavy light|hot cold|good bad|positive negative|true false|yes no|pass fail|success failure|rich poor|
-love hate|like dislike|agree disagree|accept reject|include exclude|allow deny|allow block|show hide|
-push pull|send receive|lend borrow|encrypt decrypt|encode decode|compress decompress|cause effect|
-install uninstall|lock unlock|connect disconnect|mount unmount|zip unzip|block unblock|follow unfollow|
+add remove|start stop|open close|on off|win lose|won lost|winner loser|up down|upload download|import export|
+input output|inside outside|above below|over under|upper lower|high low|higher lower|more less|most least|best worst|
+better worse|first last|old new|older newer|young old|cheap expensive|fast slow|faster slower|big small|bigger smaller|
+large small|larger smaller|long short|longer shorter|heavy light|hot cold|good bad|positive negative|true false|yes no|
+pass fail|success failure|rich poor|love hate|like dislike|agree disagree|accept reject|include exclude|allow deny|
+allow block|show hide|push pull|send receive|lend borrow|encrypt decrypt|encode decode|compress decompress|
+cause effect|install uninstall|lock unlock|connect disconnect|mount unmount|zip unzip|block unblock|follow unfollow|
 subscribe unsubscribe|activate deactivate|login logout|signin signout|upgrade downgrade|ascending descending|
-forward backward|left right|east west|north south|male female|man woman|men women|boy girl|boys girls|
-he she|his her|him her|husband wife|father mother|son daughter|brother sister|king queen|
-public private|legal illegal|valid invalid|possible impossible|pros cons|causes effects|
-advantages disadvantages|advantage disadvantage|benefits drawbacks|strengths weaknesses|
-rise fall|gain loss|profit loss|arrive depart|arrival departure|enter exit|
-morning evening|day night|summer winter|early late|earlier later|past future|always never|
-all none|everyone nobody|plus minus|odd even|light dark|white black|wet dry|full empty|
-safe dangerous|healthy unhealthy|happy sad|internal external|online offline|
-vertical horizontal|horizontally vertically|physical mental|encrypting decrypting|enabling disabling|
-undergraduate graduate|bachelor master|junior senior|employer employee|minor major|
-teacher student|buyer seller|client server|host guest|parent child|parents children"""
+forward backward|left right|east west|north south|male female|man woman|men women|boy girl|he she|his her|him her|
+husband wife|father mother|son daughter|brother sister|king queen|public private|legal illegal|valid invalid|
+possible impossible|pros cons|causes effects|advantages disadvantages|benefits drawbacks|strengths weaknesses|
+rise fall|gain loss|profit loss|arrive depart|arrival departure|enter exit|morning evening|day night|summer winter|
+early late|earlier later|past future|always never|all none|everyone nobody|plus minus|odd even|light dark|white black|
+wet dry|full empty|safe dangerous|healthy unhealthy|happy sad|internal external|online offline|vertical horizontal|
+physical mental|undergraduate graduate|bachelor master|junior senior|employer employee|minor major|teacher student|
+buyer seller|client server|host guest|parent child|parents children"""
 _ANTONYMS: dict[str, set[str]] = {}
 for _pair in _ANTONYM_TEXT.replace("\n", "").split("|"):
     _x, _y = _pair.split()
     _ANTONYMS.setdefault(_x, set()).add(_y)
     _ANTONYMS.setdefault(_y, set()).add(_x)
-_NEG_PREFIXES = ("un", "dis", "non", "de", "in", "im", "il", "ir", "anti", "mis")
+_NEG_PREFIX = re.compile(r"^(un|dis|non|de|in|im|il|ir|anti|mis)-?(\w{4,})$")
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "cosine",
-    "unigram_jaccard",
-    "bigram_jaccard",
-    "trigram_jaccard",
-    "char3_jaccard",
-    "order_discordance",
-    "content_flips",
-    "swap_gain",
-    "content_unmatched_min",
-    "content_unmatched_max",
-    "content_unmatched_frac",
-    "number_mismatch",
-    "number_one_sided",
-    "negation_mismatch",
-    "antonym",
-    "entity_substitution",
-    "entity_unmatched",
-    "wh_mismatch",
-    "wh_strict_mismatch",
-    "qtype_mismatch",
-    "first2_equal",
-    "length_ratio",
-    "log_length",
+# Column order of the fitted trees; verifier.json repeats it and load() refuses params fitted on another list.
+FEATURE_NAMES: tuple[str, ...] = tuple(
+    """cosine unigram_jaccard bigram_jaccard trigram_jaccard char3_jaccard order_discordance
+    span_swap content_unmatched_min content_unmatched_max content_unmatched_frac number_mismatch
+    number_one_sided negation_mismatch negation_flip antonym entity_substitution entity_unmatched wh_mismatch
+    wh_strict_mismatch wh_conflict qtype_mismatch first2_equal length_ratio log_length""".split()
 )
 N_FEATURES = len(FEATURE_NAMES)
 
@@ -115,12 +105,17 @@ def stem(token: str) -> str:
 
 
 def numbers(tokens: Sequence[str]) -> set[str]:
-    """Tokens carrying a digit ('2fa', '30th', '6s') plus number words mapped to digits ('five' == '5')."""
-    return {_NUMBER_WORDS.get(t, t) for t in tokens if t in _NUMBER_WORDS or any(c.isdigit() for c in t)}
+    """Digit runs inside tokens ('v2.10' -> '2.10', '30th' -> '30') plus number words as digits ('five' == '5')."""
+    return {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
 
 
-def _negated(tokens: Sequence[str]) -> bool:
-    return sum(1 for t in tokens if t in NEGATIONS or t.endswith("n't")) % 2 == 1
+def _negations(tokens: Sequence[str]) -> list[int]:
+    """Positions of negating tokens, skipping the non-negating 'why not' / 'or not' / 'if not'."""
+    return [
+        i
+        for i, t in enumerate(tokens)
+        if (t in NEGATIONS or t.endswith("n't")) and not (t == "not" and i and tokens[i - 1] in ("why", "or", "if"))
+    ]
 
 
 def entities(text: str) -> set[str]:
@@ -146,33 +141,38 @@ def _ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(padded[i : i + n]) for i in range(len(padded) - n + 1)}
 
 
-def _order(ta: Sequence[str], tb: Sequence[str]) -> tuple[float, int, int]:
-    """(discordance, content flips, swap gain) over tokens that occur once in each text.
-
-    Discordance is the Kendall distance of shared content tokens; swap gain is how many bigrams of b one
-    exchange of two tokens in a restores: 'convert A to B' vs 'convert B to A' gains 2+, a paraphrase ~0."""
-    once_a = {t for t in ta if ta.count(t) == 1}
+def _discordance(ta: Sequence[str], tb: Sequence[str]) -> float:
+    """Kendall distance of the content tokens that occur once in each text: how much word order changed."""
     pos_b = {t: i for i, t in enumerate(tb) if tb.count(t) == 1}
-    seq = [pos_b[t] for t in ta if t in once_a and t in pos_b and t not in STOPWORDS and t not in WH_WORDS]
+    seq = [pos_b[t] for t in ta if t in pos_b and ta.count(t) == 1 and t not in STOPWORDS and t not in WH_WORDS]
     n = len(seq)
     flips = sum(1 for i in range(n) for j in range(i + 1, n) if seq[i] > seq[j])
-    discordance = flips / (n * (n - 1) / 2) if n > 1 else 0.0
-    gain = 0
-    if flips:
-        pa = ["<s>", *ta, "</s>"]
-        bigrams_b = _ngrams(tb, 2)
-        shared = [(i, t) for i, t in enumerate(pa) if t in once_a and t in pos_b and t not in STOPWORDS]
-        for x, (i, tx) in enumerate(shared):
-            for j, ty in shared[x + 1 :]:
-                if pos_b[tx] < pos_b[ty]:
-                    continue
-                idx = {i - 1, i, j - 1, j}
-                old = sum((pa[k], pa[k + 1]) in bigrams_b for k in idx)
-                pa[i], pa[j] = ty, tx
-                new = sum((pa[k], pa[k + 1]) in bigrams_b for k in idx)
-                pa[i], pa[j] = tx, ty
-                gain = max(gain, new - old)
-    return discordance, min(flips, 3), min(gain, 4)
+    return flips / (n * (n - 1) / 2) if n > 1 else 0.0
+
+
+_SYMMETRIC = frozenset({"and", "or", "nor", "vs", "versus", "plus", "&"})
+
+
+def span_swap(ta: Sequence[str], tb: Sequence[str]) -> bool:
+    """b is a with two spans exchanged around an asymmetric middle: 'from X to Y' vs 'from Y to X'.
+
+    After trimming the common prefix and suffix, a = S1 M S2 and b = S2 M S1 with M non-empty (an empty M is
+    a rotation, 'muscle building' / 'building muscle'); an M holding 'and'/'or'/'vs' is symmetric."""
+    i = 0
+    while i < min(len(ta), len(tb)) and ta[i] == tb[i]:
+        i += 1
+    j = 0
+    while j < min(len(ta), len(tb)) - i and ta[-1 - j] == tb[-1 - j]:
+        j += 1
+    ma, mb = list(ta[i : len(ta) - j]), list(tb[i : len(tb) - j])
+    if not ma or len(ma) != len(mb) or len(ma) > 12 or sorted(ma) != sorted(mb):
+        return False
+    n = len(ma)
+    for x in range(1, n):
+        for y in range(x + 1, n):
+            if mb == ma[y:] + ma[x:y] + ma[:x] and _SYMMETRIC.isdisjoint(ma[x:y]):
+                return True
+    return False
 
 
 def _forms(tokens: AbstractSet[str]) -> set[str]:
@@ -186,12 +186,18 @@ def _forms(tokens: AbstractSet[str]) -> set[str]:
 
 def _antonym(only_a: AbstractSet[str], only_b: AbstractSet[str]) -> bool:
     """One side has a word whose opposite (listed, or un-/dis-/non-... prefixed) only the other side has."""
+    if not only_a or not only_b:
+        return False
     fa, fb = _forms(only_a), _forms(only_b)
+    fa, fb = fa - fb, fb - fa  # 'buy, sell' vs 'buying, selling' has both sides of the pair on both sides
     for x in fa:
-        if _ANTONYMS.get(x, set()) & fb:
+        opposite = _ANTONYMS.get(x)
+        if opposite is not None and not opposite.isdisjoint(fb) and opposite.isdisjoint(fa):
             return True
-        for y in fb:
-            if min(len(x), len(y)) >= 3 and any(y == p + x or x == p + y for p in _NEG_PREFIXES):
+    for mine, other in ((fa, fb), (fb, fa)):
+        for word in mine:
+            m = _NEG_PREFIX.match(word)
+            if m is not None and m.group(2) in other and m.group(1) not in other:  # 'nonzero' vs 'non-zero'
                 return True
     return False
 
@@ -217,9 +223,11 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
     ent_b = {e for e in entities(b) if stem(e) not in sa}
     wa, wb = [t for t in ta if t in WH_WORDS][:1], [t for t in tb if t in WH_WORDS][:1]
     xa, xb = _STRICT_WH.intersection(ta), _STRICT_WH.intersection(tb)
+    nega, negb = _negations(ta), _negations(tb)
+    plain_a = {stem(t) for i, t in enumerate(ta) if i not in nega and t not in STOPWORDS}
+    plain_b = {stem(t) for i, t in enumerate(tb) if i not in negb and t not in STOPWORDS}
     qa, qb = _qtype(ta), _qtype(tb)
     la, lb = a.lower(), b.lower()
-    discordance, flips, swap = _order(ta, tb)
     return np.array(
         [
             cosine,
@@ -227,20 +235,21 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
             _jaccard(_ngrams(ta, 2), _ngrams(tb, 2)),
             _jaccard(_ngrams(ta, 3), _ngrams(tb, 3)),
             _jaccard({la[i : i + 3] for i in range(len(la) - 2)}, {lb[i : i + 3] for i in range(len(lb) - 2)}),
-            discordance,
-            flips,
-            swap,
+            _discordance(ta, tb),
+            float(span_swap(ta, tb)),
             min(len(ca), len(cb), 3),
             min(max(len(ca), len(cb)), 5),
             (len(ca) + len(cb)) / max(len(content), 1),
             float(bool(na) and bool(nb) and na != nb),
             float(na != nb and not (na and nb)),
-            float(_negated(ta) != _negated(tb)),
+            float(len(nega) % 2 != len(negb) % 2),
+            float(len(nega) % 2 != len(negb) % 2 and plain_a == plain_b),
             float(_antonym(set(ta) - set(tb), set(tb) - set(ta))),
             float(bool(ent_a) and bool(ent_b)),
             min(len(ent_a) + len(ent_b), 4),
             float(bool(wa) and bool(wb) and wa != wb),
             float(xa != xb),
+            float(bool(xa) and bool(xb) and xa.isdisjoint(xb)),
             float(qa != qb and "other" not in (qa, qb)),
             float(ta[:2] == tb[:2]),
             min(len(ta), len(tb)) / max(len(ta), len(tb), 1),
@@ -257,23 +266,28 @@ class Verifier:
     right (child 2k+2), else left (2k+1); after ``depth`` levels the leaf value is added to the logit.
     Guards (antonym, differing numbers, ...) cap the probability at ``guard_cap`` whatever the trees say."""
 
-    def __init__(self, params: dict) -> None:  # type: ignore[type-arg]
+    def __init__(self, params: Mapping[str, Any]) -> None:
         if tuple(params["feature_names"]) != FEATURE_NAMES:
             raise ValueError("verifier params were fitted on other features: rerun scripts/fit_verifier.py")
-        self.feature = np.asarray(params["trees"]["feature"], dtype=np.intp)
-        self.threshold_ = np.asarray(params["trees"]["threshold"], dtype=np.float64)
-        self.leaf = np.asarray(params["trees"]["leaf"], dtype=np.float64)
-        self.depth = int(params["trees"]["depth"])
+        trees = params["trees"]
+        self.depth = int(trees["depth"])
+        feature = np.asarray(trees["feature"], dtype=np.intp)
+        split = np.asarray(trees["threshold"], dtype=np.float64)
+        leaf = np.asarray(trees["leaf"], dtype=np.float64)
+        n_trees, inner = feature.shape[0], 2**self.depth - 1
+        if feature.shape != (n_trees, inner) or split.shape != feature.shape or leaf.shape != (n_trees, inner + 1):
+            raise ValueError("malformed verifier trees")
+        # flat: tree t's node k lives at t * inner + k, its leaf j at t * (inner + 1) + j
+        self._feature, self._split, self._leaf = feature.ravel(), split.ravel(), leaf.ravel()
+        self._offset = np.arange(n_trees, dtype=np.intp) * inner
+        self._leaf_offset = np.arange(n_trees, dtype=np.intp) * (inner + 1) - inner
         self.base = float(params["base_logit"])
-        guards: dict[str, float] = params.get("guards", {})
+        guards: Mapping[str, float] = params.get("guards", {})
         self.guards = np.array([FEATURE_NAMES.index(g) for g in guards], dtype=np.intp)
-        self.guard_min = np.array(list(guards.values()), dtype=np.float64)
+        self.guard_min = np.array([float(v) for v in guards.values()], dtype=np.float64)
         self.guard_cap = float(params.get("guard_cap", 0.0))
         self.threshold = float(params["threshold"])
-        self.min_cosine = float(params.get("min_cosine", DEFAULT_MIN_COSINE))
-        n_trees = self.feature.shape[0]
-        if self.feature.shape != (n_trees, 2**self.depth - 1) or self.leaf.shape != (n_trees, 2**self.depth):
-            raise ValueError("malformed verifier trees")
+        self.min_cosine = float(params.get("min_cosine", 0.80))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Verifier:
@@ -282,12 +296,12 @@ class Verifier:
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Probabilities for a (n, N_FEATURES) matrix: all trees advance one level per numpy step."""
         x = np.atleast_2d(features)
-        n, trees = x.shape[0], np.arange(self.feature.shape[0])
-        node = np.zeros((n, trees.size), dtype=np.intp)
+        rows = np.arange(x.shape[0])[:, None]
+        node = np.zeros((x.shape[0], self._offset.size), dtype=np.intp)
         for _ in range(self.depth):
-            f, t = self.feature[trees, node], self.threshold_[trees, node]
-            node = 2 * node + 1 + (np.take_along_axis(x, f, axis=1) > t)
-        z = self.base + self.leaf[trees, node - (2**self.depth - 1)].sum(axis=1)
+            at = self._offset + node
+            node = 2 * node + 1 + (x[rows, self._feature[at]] > self._split[at])
+        z = self.base + self._leaf[self._leaf_offset + node].sum(axis=1)
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
         if self.guards.size:
             p = np.where((x[:, self.guards] >= self.guard_min).any(axis=1), np.minimum(p, self.guard_cap), p)

@@ -15,13 +15,14 @@ import pytest
 
 from schemas.records import Job, Message, Request, Response, Result, Usage, dumps
 from streams.policy.cache_key import dedup_key
-from streams.policy.router import route
 from streams.settings import Settings
 from streams.stages.cache_setup import load_policy, open_embedder
 from streams.stages.cache_state import CacheState
 from streams.stages.complete import CompleteStage
 from streams.stages.lookup import LookupStage
 from streams.stages.outgoing import Outgoing, Source
+from streams.stages.routing import build_router
+from tests.integration.tiers_files import write_tiers
 
 SRC = Source("sx.lookup", 0, 0)
 
@@ -73,13 +74,14 @@ async def h(tmp_path: Path) -> AsyncIterator[Harness]:
     from streams.policy.verifier import Verifier
     from workers.vector_store import open_vector_store
 
-    settings = Settings(topic_prefix="sx", data_dir=str(tmp_path))
+    tiers = write_tiers(tmp_path / "tiers.yaml", knob=0.0)  # the real router, sending misses to the local tier
+    settings = Settings(topic_prefix="sx", data_dir=str(tmp_path), tiers_file=str(tiers))
     state = CacheState(exact={}, inflight={})
     policy = load_policy(settings)
     embedder = open_embedder(settings)
     store = open_vector_store("edge", path=tmp_path / "vectors")
     verify = Verifier.load().score
-    lookup = LookupStage(settings, state, policy, embedder, store, verify, lambda r, v: route(r))
+    lookup = LookupStage(settings, state, policy, embedder, store, verify, build_router(settings))
     complete = CompleteStage(settings, state, policy, embedder, store)
     yield Harness(settings, lookup, complete)
     await store.close()
@@ -145,9 +147,7 @@ async def test_no_hit_crosses_tenants_or_conversation_contexts(h: Harness) -> No
     stored = h.job("How can I reset my password?", tenant="acme")
     await h.look(stored)
     await h.finish(stored, "acme's secret procedure")
-    assert [o.topic for o in await h.look(h.job("How can I reset my password?", tenant="globex"))] == [
-        "sx.tier.local"
-    ]
+    assert [o.topic for o in await h.look(h.job("How can I reset my password?", tenant="globex"))] == ["sx.tier.local"]
     other_context = h.job([("user", "I use a Mac."), ("assistant", "OK."), ("user", "How can I reset my password?")])
     assert [o.topic for o in await h.look(other_context)] == ["sx.tier.local"]
 
