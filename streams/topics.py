@@ -94,9 +94,27 @@ async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC
             else:
                 raise RuntimeError(f"creating topic {name} failed with Kafka error code {code}")
         log.info("created topics: %s", ", ".join(created))
+        await _wait_for_leaders(admin, [t.name for t in wanted])
         return created
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """A new topic is usable once every partition has a leader; until then clients see it as missing."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = all(
+            d["error_code"] == 0 and d["partitions"] and all(p["leader"] >= 0 for p in d["partitions"])
+            for d in described
+        )
+        if ready or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.1)
 
 
 async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:

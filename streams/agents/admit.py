@@ -36,7 +36,7 @@ class TopicDirectory:
 def register(app: faust.App, settings: Settings) -> AdmitStage:
     # Breaker and budget state per session: requests and usage are both keyed by session, so the partition
     # owner is the single writer (see streams/stages/guard.py).
-    sessions: Any = app.Table("sessions", default=None, partitions=settings.partitions, value_type=dict)
+    sessions: Any = app.Table("sessions", default=None, partitions=settings.partitions)
     watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
     guard = SessionGuard(settings, sessions, lambda: watcher.current().frontier)
     stage = AdmitStage(settings, TopicDirectory(settings).exists, guard)

@@ -7,6 +7,7 @@ process that claims a key is the one that completes it.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import faust
@@ -24,8 +25,7 @@ from streams.stages.routing import build_router
 
 def register(app: faust.App, settings: Settings) -> LookupStage:
     tables: dict[str, Any] = {
-        name: app.Table(name, default=None, partitions=settings.partitions, value_type=dict)
-        for name in ("exact", "inflight")
+        name: app.Table(name, default=None, partitions=settings.partitions) for name in ("exact", "inflight")
     }
     state = CacheState(exact=tables["exact"], inflight=tables["inflight"])
     parts = build_cache_parts(settings)
@@ -42,7 +42,7 @@ def register(app: faust.App, settings: Settings) -> LookupStage:
     @app.agent(raw_topic(app, settings.topic("results")), name="complete")
     async def complete_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await emit(app, await complete.handle(event.value, source_of(event)))
+            await complete.handle(event.value, source_of(event), partial(emit, app))
 
     @app.timer(1.0)
     async def refresh_backlog() -> None:

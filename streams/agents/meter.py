@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import faust
@@ -23,13 +24,13 @@ def register(app: faust.App, settings: Settings) -> MeterStage:
         if stage is not None:
             stage.rebuild()  # the ledger came back from its changelog: recompute totals from it
 
-    ledger: Any = app.Table("ledger", default=None, partitions=settings.partitions, value_type=dict, on_recover=rebuild)
+    ledger: Any = app.Table("ledger", default=None, partitions=settings.partitions, on_recover=rebuild)
     stage = MeterStage(settings, ledger, lambda: watcher.current().frontier, count_tokens)
 
     @app.agent(raw_topic(app, settings.topic("responses")), name="meter")
     async def meter_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await emit(app, await stage.handle(event.value, source_of(event)))
+            await stage.handle(event.value, source_of(event), partial(emit, app))
 
     @app.timer(settings.costs_interval_s)
     async def publish_costs() -> None:

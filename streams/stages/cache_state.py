@@ -59,7 +59,8 @@ def cached_response(
         saved = {"prompt_tokens": source.usage.prompt_tokens, "completion_tokens": source.usage.completion_tokens}
         saved_cost = source.cost_usd
     else:
-        text, model, status, reason = source["text"], source.get("model", ""), "ok", None
+        text, model = source.get("text", ""), source.get("model", "")
+        status, reason = source.get("status", "ok"), source.get("reason")
         saved = dict(source.get("usage") or {})
         saved_cost = float(source.get("cost_usd") or 0.0)
     return Response(

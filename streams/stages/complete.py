@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schemas.parse import InvalidMessage, parse_result
@@ -20,6 +21,35 @@ from workers.embedding.batcher import BatchingEmbedder
 from workers.ports import VectorStore
 
 log = logging.getLogger(__name__)
+Send = Callable[[list[Outgoing]], Awaitable[None]]
+
+
+def _answer_payload(response: Response) -> dict[str, Any]:
+    """What a late joiner of a completed key is answered with."""
+    return {
+        "status": response.status,
+        "text": response.text,
+        "model": response.model,
+        "reason": response.reason,
+        "usage": {"prompt_tokens": response.usage.prompt_tokens, "completion_tokens": response.usage.completion_tokens},
+        "cost_usd": response.cost_usd,
+    }
+
+
+def waiter_response(
+    waiter: dict[str, Any], source: Response | dict[str, Any], source_id: str, topic: str
+) -> list[Outgoing]:
+    """The response of a coalesced request: the leader's answer under the waiter's own id."""
+    answer = cached_response(
+        request_id=waiter["id"],
+        tenant=waiter["tenant"],
+        session=waiter["session"],
+        created_at=int(waiter["created_at"]),
+        source=source,
+        cache={"kind": "coalesced", "source_id": source_id, "similarity": 1.0},
+        route={"feature": waiter["feature"]} if waiter.get("feature") else None,
+    )
+    return response_messages(answer, topic, waiter.get("reply_to"))
 
 
 class CompleteStage:
@@ -40,40 +70,40 @@ class CompleteStage:
         self._writes: Counter[str] = Counter()
         self._indexed = 0
 
-    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+    async def handle(self, raw: bytes, source: Source, send: Send) -> None:
+        """Mark the key done (synchronously), send every response, then write the cache and drop the claim.
+
+        A request that joins while the responses are being sent finds the key done and is answered from it,
+        and a crash before the claim is dropped only re-sends responses (clients and the meter dedup by id):
+        nothing is lost in either case.
+        """
         try:
             result = parse_result(raw)
         except InvalidMessage as exc:
             self.counts[f"deadletter:{exc.reason}"] += 1
-            return [dead_letter(self.settings.topic("deadletter"), raw, source, exc)]
+            await send([dead_letter(self.settings.topic("deadletter"), raw, source, exc)])
+            return
         request, response, key = result.job.request, result.response, result.job.key
         responses = self.settings.topic("responses")
         if not request.cache:  # never claimed, never coalesced, never stored
-            return response_messages(response, responses, request.reply_to)
+            await send(response_messages(response, responses, request.reply_to))
+            return
         current = self.state.inflight.get(key)
         if current is None or current["leader"] != request.id:
             # Already completed (a redelivered result): the responses went out the first time.
             self.counts["duplicate_result"] += 1
-            return []
+            return
+        current["done"] = True
+        current["response"] = _answer_payload(response)
+        self.state.inflight[key] = current  # (re-assigned so a Faust table logs the change)
         outs = response_messages(response, responses, request.reply_to)
-        source_id = request.id
         for waiter in current["waiters"]:
-            cache = {"kind": "coalesced", "source_id": source_id, "similarity": 1.0}
-            answer = cached_response(
-                request_id=waiter["id"],
-                tenant=waiter["tenant"],
-                session=waiter["session"],
-                created_at=int(waiter["created_at"]),
-                source=response,
-                cache=cache,
-                route={"feature": waiter["feature"]} if waiter.get("feature") else None,
-            )
-            outs += response_messages(answer, responses, waiter.get("reply_to"))
+            outs += waiter_response(waiter, response, request.id, responses)
+        await send(outs)
         if may_write(request, response, self.policy):
             await self._store(key, request.tenant, request.chat(), request.max_tokens, response)
         self.state.inflight.pop(key, None)
         self.counts["completed"] += 1
-        return outs
 
     async def _store(self, key: str, tenant: str, chat: list[Any], max_tokens: int, response: Response) -> None:
         created = now_ms()

@@ -87,9 +87,9 @@ class LookupStage:
                 cache = {"kind": "exact", "source_id": entry["source_id"], "similarity": 1.0}
                 return self._answer(request, entry, cache, job.route)
         if request.cache:
-            claimed = self._claim_or_join(request, key, now)
-            if not claimed:
-                return []
+            claim = self._claim_or_join(request, key, now)
+            if isinstance(claim, list):  # joined a key in flight (answered later) or one just completed
+                return claim
         # One embedding serves the semantic lookup, the router's classifier and the cache write.
         vector = await self.embedder.embed_one(query_text(request.chat()))
         if request.cache:
@@ -115,17 +115,27 @@ class LookupStage:
             self._purges_done.add(command.id)
             self.counts["purged:vectors"] += await self.store.purge(command.tenant, older_than_ms=cutoff)
 
-    def _claim_or_join(self, request: Request, key: str, now: int) -> bool:
-        """True if this request leads the key (must be answered); False if it joined one in flight."""
+    def _claim_or_join(self, request: Request, key: str, now: int) -> bool | list[Outgoing]:
+        """True: this request leads the key and must be dispatched. A list: the messages to send instead (none
+        when it joined a key in flight, the answer when the key has just been completed)."""
         current = self.state.inflight.get(key)
         if current is not None and now - int(current["started"]) <= self.inflight_timeout_ms:
-            if request.id == current["leader"] or any(w["id"] == request.id for w in current["waiters"]):
-                self.counts["redelivered"] += 1  # seen before: a redelivery must not add a second waiter
-                return False
+            if current.get("done"):
+                self.counts["coalesced"] += 1
+                cache = {"kind": "coalesced", "source_id": current["leader"], "similarity": 1.0}
+                return self._answer_waiter(waiter_of(request), current["response"], cache)
+            if request.id == current["leader"]:
+                # A redelivered leader: its job may never have reached the tier (crash after the claim was
+                # logged): dispatch again; a second result for the key is dropped by the complete stage.
+                self.counts["redelivered"] += 1
+                return True
+            if any(w["id"] == request.id for w in current["waiters"]):
+                self.counts["redelivered"] += 1  # a redelivery must not add a second waiter
+                return []
             current["waiters"].append(waiter_of(request))
             self.state.inflight[key] = current  # re-assign so a Faust table writes the change to its changelog
             self.counts["coalesced"] += 1
-            return False
+            return []
         waiters = current["waiters"] if current is not None else []  # a stale leader's waiters still need answers
         self.state.inflight[key] = {"leader": request.id, "waiters": waiters, "started": now}
         return True

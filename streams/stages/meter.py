@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from schemas.parse import InvalidMessage, parse_response
@@ -21,6 +21,7 @@ from streams.policy.cost import UsageRecord
 from streams.settings import Settings
 from streams.stages.outgoing import Outgoing, Source, dead_letter
 
+Send = Callable[[list[Outgoing]], Awaitable[None]]  # publish and wait for the broker's acknowledgement
 DIMENSIONS = ("tenant", "session", "tier", "feature", "model")
 WINDOW_MS = 60_000
 KEEP_WINDOWS = 60
@@ -72,20 +73,23 @@ class MeterStage:
         for usage in list(self.ledger.values()):
             self.aggregates.add(usage)
 
-    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+    async def handle(self, raw: bytes, source: Source, send: Send) -> None:
+        """Publish the usage record, *then* record the id in the ledger: a crash in between re-publishes it
+        (consumers dedup by id), while the opposite order could lose it."""
         try:
             response = parse_response(raw)
         except InvalidMessage as exc:
             self.counts[f"deadletter:{exc.reason}"] += 1
-            return [dead_letter(self.settings.topic("deadletter"), raw, source, exc)]
+            await send([dead_letter(self.settings.topic("deadletter"), raw, source, exc)])
+            return
         if response.id in self.ledger:
             self.counts["duplicate"] += 1
-            return []
+            return
         usage = self.usage_of(response)
+        await send([Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage))])
         self.ledger[response.id] = usage
         self.aggregates.add(usage)
         self.counts["counted"] += 1
-        return [Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage))]
 
     def usage_of(self, response: Response) -> dict[str, Any]:
         route = response.route or {}

@@ -25,7 +25,7 @@ from schemas.records import Request, Response, Usage
 from streams.ingress.keys import KeyMap
 from streams.ingress.server import create_app
 from streams.settings import Settings
-from streams.topics import COMPACTED, TOPICS, TopicSpec, create_topics
+from streams.topics import create_topics
 from tests.integration.procs import SluiceProcess, start_worker
 from tests.integration.tiers_files import write_tiers
 
@@ -34,9 +34,6 @@ pytestmark = pytest.mark.integration
 KEY = "sk-acme-test-0001"
 KEYS = {"keys": {KEY: {"tenant": "acme"}, "sk-beta-test-0002": "beta"}}
 SMOLLM = "SmolLM2-135M-Instruct-Q4_1"
-# The admit role's ``sessions`` table needs this changelog, which streams/topics.py does not list yet (without it
-# the admit agent crashes with PartitionsMismatch); harmless once it does.
-SESSIONS_CHANGELOG = TopicSpec("{prefix}-admit-sessions-changelog", "session", "admit sessions table", COMPACTED)
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
@@ -77,7 +74,7 @@ async def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
         reply_timeout_s=150.0,
         tiers_file=str(tiers),
     )
-    await create_topics(settings, (*TOPICS, SESSIONS_CHANGELOG))
+    await create_topics(settings)
     worker = start_worker(settings, tmp, env={"SLUICE_TIERS_FILE": str(tiers)})
     runner, base = await serve(create_app(settings, keys_file(tmp), interval_s=0.5))
     try:

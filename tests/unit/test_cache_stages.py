@@ -62,7 +62,13 @@ class Harness:
             usage=Usage(10, 5),
             reason=None if status == "ok" else "local_model_error: boom",
         )
-        return await self.complete.handle(dumps(Result(job=replace(job, tier="local"), response=response)), SRC)
+        sent: list[Outgoing] = []
+
+        async def send(outs: list[Outgoing]) -> None:
+            sent.extend(outs)
+
+        await self.complete.handle(dumps(Result(job=replace(job, tier="local"), response=response)), SRC, send)
+        return sent
 
 
 def responses(outs: list[Outgoing]) -> list[dict]:
@@ -182,3 +188,24 @@ async def test_expired_entries_are_not_served(h: Harness) -> None:
     # Both the exact entry and the vector (TTL filter in the store query) are past their time.
     assert [o.topic for o in await h.look(h.job("What time zone is Tokyo in?"))] == ["sx.tier.local"]
     assert [o.topic for o in await h.look(h.job("What time zone is Tokyo in, please?"))] == ["sx.tier.local"]
+
+
+async def test_crash_windows_lose_nothing(h: Harness) -> None:
+    """A redelivered leader is dispatched again (its job may never have left), and a request that arrives while
+    the leader's answer is being sent is answered from the completed key."""
+    leader = h.job("Define entropy")
+    await h.look(leader)
+    assert [o.topic for o in await h.look(leader)] == ["sx.tier.local"]
+    late = h.job("Define entropy")
+    late_outs: list[Outgoing] = []
+
+    async def send_and_race(outs: list[Outgoing]) -> None:
+        late_outs.extend(await h.look(late))  # joins while the responses are in flight
+
+    request = leader.request
+    response = Response(id=request.id, tenant="acme", session="s", status="ok", text="disorder", tier="local")
+    await h.complete.handle(dumps(Result(job=replace(leader, tier="local"), response=response)), SRC, send_and_race)
+    [answer] = responses(late_outs)
+    assert answer["id"] == late.request.id and answer["text"] == "disorder"
+    assert answer["route"]["cache"]["kind"] == "coalesced"
+    assert h.lookup.state.inflight == {}  # the claim is dropped once everything was sent

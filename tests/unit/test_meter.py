@@ -15,6 +15,17 @@ FRONTIER = load_tiers().frontier
 SRC = Source("sx.responses", 0, 0)
 
 
+class Sent(list):  # type: ignore[type-arg]
+    async def __call__(self, outs: list) -> None:  # type: ignore[type-arg]
+        self.extend(outs)
+
+
+async def handle(stage: MeterStage, response: Response) -> list:  # type: ignore[type-arg]
+    sent = Sent()
+    await stage.handle(dumps(response), SRC, sent)
+    return sent
+
+
 def _stage(ledger: dict | None = None) -> MeterStage:
     return MeterStage(Settings(topic_prefix="sx"), {} if ledger is None else ledger, lambda: FRONTIER, count_tokens)
 
@@ -67,7 +78,7 @@ async def test_every_response_yields_one_priced_usage_record() -> None:
     stage = _stage()
     records = []
     for r in _responses():
-        [out] = await stage.handle(dumps(r), SRC)
+        [out] = await handle(stage, r)
         assert out.topic == "sx.usage" and out.key == r.session.encode()
         records.append(orjson.loads(out.value))
     by_id = {u["id"]: u for u in records}
@@ -87,20 +98,20 @@ async def test_redelivered_responses_are_counted_once_and_totals_survive_a_rebui
     ledger: dict = {}
     stage = _stage(ledger)
     for r in _responses() + _responses()[:3]:
-        await stage.handle(dumps(r), SRC)
+        await handle(stage, r)
     assert stage.counts["counted"] == 5 and stage.counts["duplicate"] == 3
     before = stage.aggregates.overall.to_dict()
     restarted = _stage(ledger)  # a new process with the recovered ledger
     restarted.rebuild()
     assert restarted.aggregates.overall.to_dict() == before
     assert restarted.aggregates.running[("tenant", "acme")].requests == 3
-    assert await restarted.handle(dumps(_responses()[0]), SRC) == []
+    assert await handle(restarted, _responses()[0]) == []
 
 
 async def test_costs_snapshot_covers_each_dimension() -> None:
     stage = _stage()
     for r in _responses():
-        await stage.handle(dumps(r), SRC)
+        await handle(stage, r)
     costs = [orjson.loads(o.value) for o in stage.snapshot(stage.started_ms + 60_000)]
     dims = {(c["dim"], c["value"]) for c in costs if c["window_start"] is None}
     assert {("all", "all"), ("tenant", "acme"), ("tenant", "globex"), ("tier", "cache"), ("feature", "chat")} <= dims
