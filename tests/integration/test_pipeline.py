@@ -56,7 +56,7 @@ async def test_prompts_get_real_completions_through_kafka(settings: Settings, tm
         assert response.text.strip()
         assert 0 < response.usage.completion_tokens <= request.max_tokens
         assert response.usage.prompt_tokens > 5  # chat template applied around the prompt
-        assert response.route["tier"] == "local"
+        assert response.route["tier"] == "local-small" and response.route["kind"] == "local"
         assert response.latency_ms > 0
 
 
