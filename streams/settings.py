@@ -47,6 +47,8 @@ class Settings:
     max_message_bytes: int = 1_000_000
     max_prompt_chars: int = 32_000
     max_tokens_limit: int = 1024
+    over_limit: str = "clamp"  # clamp | reject: what happens to max_tokens over the limit
+    tenants_file: str = ""  # YAML: per-tenant max_tokens, max_prompt_chars, over_limit
     default_max_tokens: int = 128
 
     # Local tier.

@@ -10,17 +10,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from schemas.parse import InvalidMessage, Limits, parse_request
 from schemas.records import Job, Request, Response, dumps
-from streams.policy.admission import AdmissionLimits, admit
+from streams.policy.admission import AdmissionLimits, TenantLimits, admit
 from streams.policy.cache_key import dedup_key
 from streams.settings import Settings
 from streams.stages.guard import SessionGuard
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from workers.errors import ConfigError
 
 
 class AdmitStage:
@@ -32,7 +35,7 @@ class AdmitStage:
     ) -> None:
         self.settings = settings
         self.limits = Limits(settings.max_message_bytes, settings.max_prompt_chars, settings.default_max_tokens)
-        self.admission = AdmissionLimits(max_tokens_limit=settings.max_tokens_limit)
+        self.admission = load_tenant_limits(settings)
         self.reply_topic_exists = reply_topic_exists or _any_topic
         self.guard = guard
         self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
@@ -43,7 +46,7 @@ class AdmitStage:
         except InvalidMessage as exc:
             return await self._invalid(raw, source, exc)
         reply_ok = request.reply_to is None or await self.reply_topic_exists(request.reply_to)
-        verdict = admit(request, self.admission, reply_topic_ok=reply_ok)
+        verdict = admit(request, self.admission.for_tenant(request.tenant), reply_topic_ok=reply_ok)
         if not verdict.admitted:
             reason = verdict.reason or "rejected"
             self.counts[f"rejected:{reason}"] += 1
@@ -104,6 +107,20 @@ class AdmitStage:
 
     def _topic(self, name: str) -> str:
         return self.settings.topic(name)
+
+
+def load_tenant_limits(settings: Settings) -> TenantLimits:
+    """Global limits from settings, per-tenant overrides from ``SLUICE_TENANTS_FILE`` (YAML ``tenants:``)."""
+    default = AdmissionLimits(
+        max_tokens_limit=settings.max_tokens_limit, clamp_max_tokens=settings.over_limit == "clamp"
+    )
+    if not settings.tenants_file:
+        return TenantLimits(default)
+    try:
+        doc = yaml.safe_load(Path(settings.tenants_file).read_text()) or {}
+        return TenantLimits.from_mapping(default, doc)
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"SLUICE_TENANTS_FILE: {exc}") from exc
 
 
 async def _any_topic(_: str) -> bool:

@@ -78,3 +78,22 @@ async def test_unknown_reply_topic_is_rejected_on_the_responses_topic_only() -> 
     outs = await stage.handle(raw, SRC)
     assert [o.topic for o in outs] == ["sx.responses"]
     assert orjson.loads(outs[0].value)["reason"] == "unknown_reply_to"
+
+
+async def test_per_tenant_limits_clamp_or_reject(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(
+        "tenants:\n  strict: {max_tokens: 32, over_limit: reject, max_prompt_chars: 20}\n  small: {max_tokens: 16}\n"
+    )
+    stage = AdmitStage(Settings(topic_prefix="sx", max_tokens_limit=64, tenants_file=str(tenants)))
+
+    async def run(tenant: str, prompt: str, max_tokens: int) -> dict:
+        raw = orjson.dumps({"id": "x", "tenant": tenant, "session": "s", "prompt": prompt, "max_tokens": max_tokens})
+        [out] = await stage.handle(raw, SRC)
+        return {"topic": out.topic, **orjson.loads(out.value)}
+
+    assert (await run("strict", "hi", 33))["reason"] == "max_tokens_over_limit"
+    assert (await run("strict", "x" * 21, 8))["reason"] == "prompt_over_tenant_limit"
+    assert (await run("strict", "hi", 32))["topic"] == "sx.lookup"
+    assert (await run("small", "hi", 50))["request"]["max_tokens"] == 16
+    assert (await run("anyone", "hi", 100))["request"]["max_tokens"] == 64  # the global cap
