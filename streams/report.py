@@ -76,11 +76,12 @@ async def read_usage(settings: Settings, since_ms: int | None) -> list[dict[str,
     try:
         tps = await assign_all(consumer, settings, settings.topic("usage"))
         ends = await consumer.end_offsets(tps)
-        if since_ms is None:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            found = await consumer.offsets_for_times({tp: since_ms for tp in tps})
-            for tp in tps:
+        starts = await consumer.beginning_offsets(tps)
+        found = await consumer.offsets_for_times({tp: since_ms for tp in tps}) if since_ms is not None else {}
+        for tp in tps:  # explicit seeks: a lazy seek_to_beginning after end_offsets resolved to the end here
+            if since_ms is None:
+                consumer.seek(tp, starts[tp])
+            else:
                 hit = found.get(tp)
                 consumer.seek(tp, hit.offset if hit is not None else ends[tp])
         records: list[dict[str, Any]] = []

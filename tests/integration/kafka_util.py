@@ -18,7 +18,8 @@ async def read_topic(settings: Settings, topic: str, *, until: int, timeout_s: f
     await consumer.start()
     try:
         tps = await assign_all(consumer, settings, topic)
-        await consumer.seek_to_beginning(*tps)
+        for tp, offset in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, offset)
         out: list[dict] = []
         deadline = time.monotonic() + timeout_s
         while len(out) < until and time.monotonic() < deadline:
