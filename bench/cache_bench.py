@@ -4,7 +4,7 @@ latency with the store holding 10k entries.
 
     .venv/bin/python bench/cache_bench.py [--n 1000] [--json]
 
-Prompts are distinct GSM8K/MT-Bench questions from ../shared/data (misses: every lookup does the full work).
+Prompts are distinct QQP questions from ../shared/data (misses: every lookup does the full work).
 """
 
 from __future__ import annotations
@@ -36,14 +36,18 @@ DATA = REPO.parent / "shared" / "data"
 
 
 def prompts(n: int) -> list[str]:
+    """Distinct user questions of chat length: QQP questions, then GSM8K problems if more are asked for."""
     out: list[str] = []
+    with open(DATA / "qqp_balanced_5k.tsv") as fh:
+        next(fh)
+        seen: set[str] = set()
+        for line in fh:
+            question = line.rstrip("\n").split("\t")[1]
+            if question not in seen:
+                seen.add(question)
+                out.append(question)
     with open(DATA / "gsm8k_test.jsonl") as fh:
         out += [json.loads(line)["question"] for line in fh]
-    with open(DATA / "routellm_mmlu_labels.jsonl") as fh:
-        for line in fh:
-            out.append(json.loads(line)["prompt"][:400])
-            if len(out) >= n:
-                break
     return out[:n]
 
 
