@@ -36,6 +36,7 @@ class TopicSpec:
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("requests", "session", "inference requests from services, backfills and the HTTP ingress"),
+    TopicSpec("tenant", "tenant", "requests and usage of tenants with a tenant-wide budget (one owner each)"),
     TopicSpec("lookup", "dedup key", "admitted requests for the cache stage (one partition owns each key)"),
     TopicSpec("tier.local", "dedup key", "routed work for the local GGUF worker pool"),
     TopicSpec("tier.cloud", "dedup key", "routed work for the cloud forwarders"),
@@ -54,6 +55,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("{prefix}-cache-exact-changelog", "dedup key", "exact-cache table changelog", COMPACTED),
     TopicSpec("{prefix}-cache-inflight-changelog", "dedup key", "in-flight (coalescing) table changelog", COMPACTED),
     TopicSpec("{prefix}-admit-sessions-changelog", "session", "breaker and budget state per session", COMPACTED),
+    TopicSpec("{prefix}-admit-tenants-changelog", "tenant", "tenant-wide budget ledgers", COMPACTED),
     TopicSpec(
         "{prefix}-meter-ledger-changelog", "request id", "metered usage per request id (dedup ledger)", COMPACTED
     ),

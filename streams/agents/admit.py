@@ -12,6 +12,7 @@ from streams.app import raw_topic
 from streams.settings import Settings
 from streams.stages.admit import AdmitStage
 from streams.stages.guard import SessionGuard
+from streams.stages.tenant_budget import TenantBudgetStage
 from streams.tiers import DEFAULT_TIERS_PATH, TierConfigWatcher
 from streams.topics import list_topics
 
@@ -45,6 +46,17 @@ def register(app: faust.App, settings: Settings) -> AdmitStage:
     async def admit_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await emit(app, await stage.handle(event.value, source_of(event)))
+
+    # Tenant-wide budgets: one owner per tenant on sluice.tenant (see streams/stages/tenant_budget.py).
+    tenants: Any = app.Table("tenants", default=None, partitions=settings.partitions)
+    tenant_stage = TenantBudgetStage(
+        settings, tenants, lambda: stage.tenant_budgets, lambda: watcher.current().frontier
+    )
+
+    @app.agent(raw_topic(app, settings.topic("tenant")), name="tenant-budget")
+    async def tenant_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await emit(app, await tenant_stage.handle(event.value, source_of(event)))
 
     @app.agent(raw_topic(app, settings.topic("usage")), name="settle")
     async def settle_agent(stream: faust.StreamT) -> None:

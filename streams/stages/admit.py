@@ -23,6 +23,7 @@ from streams.policy.cache_key import dedup_key
 from streams.settings import Settings
 from streams.stages.guard import SessionGuard
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from streams.stages.tenant_budget import forward_job, forward_usage
 from workers.errors import ConfigError
 
 
@@ -35,7 +36,7 @@ class AdmitStage:
     ) -> None:
         self.settings = settings
         self.limits = Limits(settings.max_message_bytes, settings.max_prompt_chars, settings.default_max_tokens)
-        self.admission = load_tenant_limits(settings)
+        self.admission, self.tenant_budgets = load_tenant_limits(settings)
         self.reply_topic_exists = reply_topic_exists or _any_topic
         self.guard = guard
         self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
@@ -72,19 +73,23 @@ class AdmitStage:
             route_info["feature"] = request.feature  # carried to the response for cost attribution
         job = Job(request=request, tier="", key=key, route=route_info)
         self.counts["admitted"] += 1
+        if request.tenant in self.tenant_budgets:  # a tenant-wide budget: its single writer decides first
+            return [*events, forward_job(self.settings, request.tenant, job.to_dict())]
         return [*events, Outgoing(self._topic("lookup"), key.encode(), dumps(job))]
 
     async def settle(self, raw: bytes) -> list[Outgoing]:
         """A ``sluice.usage`` record: settle its session's reservation (idempotent per request id)."""
-        if self.guard is None:
-            return []
         try:
             usage = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return []
         if not isinstance(usage, dict) or "id" not in usage or "session" not in usage:
             return []
-        return self.guard.settle(usage)
+        out = self.guard.settle(usage) if self.guard is not None else []
+        tenant = usage.get("tenant")
+        if isinstance(tenant, str) and tenant in self.tenant_budgets:
+            out.append(forward_usage(self.settings, tenant, usage))
+        return out
 
     async def _invalid(self, raw: bytes, source: Source, exc: InvalidMessage) -> list[Outgoing]:
         self.counts[f"deadletter:{exc.reason}"] += 1
@@ -109,17 +114,23 @@ class AdmitStage:
         return self.settings.topic(name)
 
 
-def load_tenant_limits(settings: Settings) -> TenantLimits:
-    """Global limits from settings, per-tenant overrides from ``SLUICE_TENANTS_FILE`` (YAML ``tenants:``)."""
+def load_tenant_limits(settings: Settings) -> tuple[TenantLimits, dict[str, tuple[float | None, float | None]]]:
+    """Global limits from settings, per-tenant overrides and tenant budgets from ``SLUICE_TENANTS_FILE``
+    (YAML ``tenants: {acme: {max_tokens, max_prompt_chars, over_limit, budget_soft_usd, budget_hard_usd}}``)."""
     default = AdmissionLimits(
         max_tokens_limit=settings.max_tokens_limit, clamp_max_tokens=settings.over_limit == "clamp"
     )
     if not settings.tenants_file:
-        return TenantLimits(default)
+        return TenantLimits(default), {}
     try:
         doc = yaml.safe_load(Path(settings.tenants_file).read_text()) or {}
-        return TenantLimits.from_mapping(default, doc)
-    except (OSError, yaml.YAMLError, ValueError) as exc:
+        budgets: dict[str, tuple[float | None, float | None]] = {}
+        for name, raw in (doc.get("tenants") or {}).items():
+            if isinstance(raw, dict) and ("budget_soft_usd" in raw or "budget_hard_usd" in raw):
+                soft, hard = raw.get("budget_soft_usd"), raw.get("budget_hard_usd")
+                budgets[str(name)] = (None if soft is None else float(soft), None if hard is None else float(hard))
+        return TenantLimits.from_mapping(default, doc), budgets
+    except (OSError, yaml.YAMLError, ValueError, TypeError) as exc:
         raise ConfigError(f"SLUICE_TENANTS_FILE: {exc}") from exc
 
 

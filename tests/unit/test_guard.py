@@ -87,3 +87,31 @@ async def test_sessions_are_independent() -> None:
     for i in range(5):
         await stage.handle(_raw(i, "loop", session="looping"), SRC)
     assert _by_topic(await stage.handle(_raw(9, "loop", session="healthy"), SRC), "sx.lookup")
+
+
+async def test_tenant_budget_has_one_writer_across_sessions(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from streams.stages.tenant_budget import TenantBudgetStage
+
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants:\n  acme: {budget_soft_usd: 0.004, budget_hard_usd: 0.01}\n")
+    settings = Settings(topic_prefix="sx", tenants_file=str(tenants), breaker_enabled=False)
+    admit = AdmitStage(settings, guard=SessionGuard(settings, {}, lambda: FRONTIER))
+    ledgers: dict = {}
+    tenant_stage = TenantBudgetStage(settings, ledgers, lambda: admit.tenant_budgets, lambda: FRONTIER)
+    forwarded = [o for i in range(50) for o in await admit.handle(_raw(i, f"q{i}", session=f"s{i}"), SRC)]
+    assert {o.topic for o in forwarded} == {"sx.tenant"} and {o.key for o in forwarded} == {b"acme"}
+    outs = [o for f in forwarded for o in await tenant_stage.handle(f.value, Source("sx.tenant", 0, 0))]
+    admitted = _by_topic(outs, "sx.lookup")
+    rejected = _by_topic(outs, "sx.responses")
+    assert admitted and len(admitted) + len(rejected) == 50
+    assert {r["reason"] for r in rejected} == {"budget"} and rejected[0]["route"]["detail"] == "tenant"
+    alerts = [e for e in _by_topic(outs, "sx.control") if e["type"] == "budget_alert"]
+    assert len(alerts) == 1 and alerts[0]["scope"] == "tenant"
+    ledger = ledgers["acme"]
+    assert ledger["spent"] + sum(ledger["reserved"].values()) <= 0.01 + 1e-12
+    # Usage for an admitted request is forwarded by the settle path and releases the tenant's reservation.
+    first = admitted[0]["request"]
+    usage = {"id": first["id"], "session": first["session"], "tenant": "acme", "cost_usd": 0.0001}
+    [forward] = [o for o in await admit.settle(orjson.dumps(usage)) if o.topic == "sx.tenant"]
+    await tenant_stage.handle(forward.value, Source("sx.tenant", 0, 1))
+    assert first["id"] not in ledgers["acme"]["reserved"] and ledgers["acme"]["spent"] == 0.0001

@@ -1,0 +1,103 @@
+"""Tenant-wide budgets: a second hop keyed by tenant, so one partition owner reserves for the whole tenant.
+
+Requests are keyed by session, so many admit partitions see one tenant's traffic; a tenant ledger there would
+have many writers and could overshoot. For tenants with a budget (``SLUICE_TENANTS_FILE``: ``budget_soft_usd``,
+``budget_hard_usd``) the admit stage forwards the job to ``sluice.tenant`` (key: tenant) instead of
+``sluice.lookup``; this stage reserves against the tenant's ledger and forwards or rejects; usage records are
+forwarded here too and settle it. The trade-off: one partition carries all of a hot tenant's budgeted traffic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from schemas.parse import InvalidMessage, job_from_dict
+from schemas.records import Response, dumps, now_ms
+from streams.policy.budget import BudgetLedger
+from streams.policy.cost import estimate_reservation
+from streams.settings import Settings
+from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+
+TenantBudgets = Mapping[str, tuple[float | None, float | None]]  # tenant -> (soft, hard) USD
+
+
+def forward_job(settings: Settings, tenant: str, job: dict[str, Any]) -> Outgoing:
+    return Outgoing(settings.topic("tenant"), tenant.encode(), dumps({"v": 1, "kind": "job", "job": job}))
+
+
+def forward_usage(settings: Settings, tenant: str, usage: dict[str, Any]) -> Outgoing:
+    return Outgoing(settings.topic("tenant"), tenant.encode(), dumps({"v": 1, "kind": "usage", "usage": usage}))
+
+
+class TenantBudgetStage:
+    def __init__(
+        self,
+        settings: Settings,
+        ledgers: MutableMapping[str, dict[str, Any]],
+        budgets: Callable[[], TenantBudgets],
+        frontier_price: Callable[[], Any],
+    ) -> None:
+        self.settings = settings
+        self.ledgers = ledgers
+        self.budgets = budgets
+        self.frontier_price = frontier_price
+        self.counts: Counter[str] = Counter()
+
+    def _ledger(self, tenant: str) -> BudgetLedger:
+        saved = self.ledgers.get(tenant)
+        ledger = BudgetLedger.from_dict(saved) if saved else BudgetLedger(key=f"tenant:{tenant}")
+        soft, hard = self.budgets().get(tenant, (None, None))
+        ledger.set_limits(soft, hard)
+        return ledger
+
+    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+        try:
+            message = orjson.loads(raw)
+            kind = message["kind"]
+            if kind == "usage":
+                return self._settle(message["usage"])
+            job = job_from_dict(message["job"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, InvalidMessage) as exc:
+            reason = exc.reason if isinstance(exc, InvalidMessage) else "malformed_tenant_message"
+            self.counts[f"deadletter:{reason}"] += 1
+            return [dead_letter(self.settings.topic("deadletter"), raw, source, InvalidMessage(reason, str(exc)))]
+        request, now = job.request, now_ms()
+        ledger = self._ledger(request.tenant)
+        ledger.expire(now)
+        text = " ".join(m.content for m in request.chat())
+        verdict = ledger.reserve(request.id, estimate_reservation(text, request.max_tokens, self.frontier_price()), now)
+        self.ledgers[request.tenant] = ledger.to_dict()
+        out = [self._alert(request.tenant, ledger, now)] if verdict.soft_alert else []
+        if not verdict.ok:
+            self.counts["rejected:budget"] += 1
+            rejected = Response.rejected(request, "budget")
+            rejected = replace(rejected, route={**rejected.route, "detail": "tenant"})
+            return out + response_messages(rejected, self.settings.topic("responses"), request.reply_to)
+        self.counts["admitted"] += 1
+        return [*out, Outgoing(self.settings.topic("lookup"), job.key.encode(), dumps(job))]
+
+    def _settle(self, usage: dict[str, Any]) -> list[Outgoing]:
+        tenant, now = str(usage["tenant"]), now_ms()
+        ledger = self._ledger(tenant)
+        settlement = ledger.settle(str(usage["id"]), float(usage.get("cost_usd") or 0.0), now)
+        self.ledgers[tenant] = ledger.to_dict()
+        return [self._alert(tenant, ledger, now)] if settlement.soft_alert else []
+
+    def _alert(self, tenant: str, ledger: BudgetLedger, now: int) -> Outgoing:
+        event = {
+            "v": 1,
+            "type": "budget_alert",
+            "scope": "tenant",
+            "tenant": tenant,
+            "spent_usd": round(ledger.spent, 6),
+            "committed_usd": round(ledger.committed_usd, 6),
+            "soft_usd": ledger.soft_usd,
+            "hard_usd": ledger.hard_usd,
+            "at_ms": now,
+        }
+        return Outgoing(self.settings.topic("control"), f"tenant:{tenant}#budget".encode(), dumps(event))
