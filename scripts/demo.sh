@@ -20,4 +20,13 @@ for prompt in "What is the capital of France?" \
   $SLUICE submit "$prompt" --tenant demo --session demo-1 --max-tokens 48 --feature demo
 done
 echo
-echo "(the worker's log is in .sluice/demo-worker.log)"
+echo "> What is 12 times 12?   (asked again: answered from the cache, no model call)"
+$SLUICE submit "What is 12 times 12?" --tenant demo --session demo-2 --max-tokens 48 --feature demo
+echo
+echo "> What's 12 times 12?   (a paraphrase: the semantic cache, if the verifier agrees)"
+$SLUICE submit "What's 12 times 12?" --tenant demo --session demo-3 --max-tokens 48 --feature demo
+sleep 2  # let the meter count the last replies
+echo
+$SLUICE report --chart .sluice/demo-report.html | head -n 12
+echo
+echo "(the worker's log is in .sluice/demo-worker.log; the cost chart in .sluice/demo-report.html)"
