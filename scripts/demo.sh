@@ -27,6 +27,6 @@ echo "> What's 12 times 12?   (a paraphrase: the semantic cache, if the verifier
 $SLUICE submit "What's 12 times 12?" --tenant demo --session demo-3 --max-tokens 48 --feature demo
 sleep 2  # let the meter count the last replies
 echo
-$SLUICE report --chart .sluice/demo-report.html | head -n 12
+$SLUICE report --chart .sluice/demo-report.html
 echo
 echo "(the worker's log is in .sluice/demo-worker.log; the cost chart in .sluice/demo-report.html)"
