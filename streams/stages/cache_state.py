@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from schemas.records import Request, Response, Usage, now_ms
+from streams.stages.outgoing import Outgoing, response_messages
 
 
 @dataclass
@@ -81,3 +82,24 @@ def cached_response(
             "cache": {**cache, "saved_usage": saved, "saved_cost_usd": saved_cost},
         },
     )
+
+
+def answer_messages(
+    who: dict[str, Any],
+    source: Response | dict[str, Any],
+    cache: dict[str, Any],
+    topic: str,
+    route: dict[str, Any] | None = None,
+) -> list[Outgoing]:
+    """The messages answering one request (``who`` = :func:`waiter_of` it) from a cached or shared answer."""
+    feature = {"feature": who["feature"]} if who.get("feature") else {}
+    answer = cached_response(
+        request_id=who["id"],
+        tenant=who["tenant"],
+        session=who["session"],
+        created_at=int(who["created_at"]),
+        source=source,
+        cache=cache,
+        route={**(route or {}), **feature} or None,
+    )
+    return response_messages(answer, topic, who.get("reply_to"))

@@ -12,10 +12,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from schemas.parse import InvalidMessage, parse_job
+from schemas.parse import parse_job
 from schemas.records import Response, Result, Usage, dumps, now_ms
 from streams.settings import Settings
-from streams.stages.outgoing import Outgoing, Source, dead_letter
+from streams.stages.outgoing import Outgoing, Source, parse_or_dead_letter
 from workers.cloud.fallback import AllProvidersFailed, FallbackChain
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,9 @@ class CloudTierStage:
         self.counts: Counter[str] = Counter()
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
-        try:
-            job = parse_job(raw)
-        except InvalidMessage as exc:
-            self.counts[f"deadletter:{exc.reason}"] += 1
-            return [dead_letter(self.settings.topic("deadletter"), raw, source, exc)]
+        job = parse_or_dead_letter(parse_job, raw, source, self.settings.topic("deadletter"), self.counts)
+        if isinstance(job, list):
+            return job
         request = job.request
         started = time.monotonic()
         try:

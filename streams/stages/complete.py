@@ -15,7 +15,7 @@ from schemas.parse import InvalidMessage, parse_result
 from schemas.records import Response, now_ms
 from streams.policy.cache_policy import CachePolicy, context_key, may_write, query_text
 from streams.settings import Settings
-from streams.stages.cache_state import CacheState, cached_response
+from streams.stages.cache_state import CacheState, answer_messages
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 from workers.embedding.batcher import BatchingEmbedder
 from workers.ports import VectorStore
@@ -34,22 +34,6 @@ def _answer_payload(response: Response) -> dict[str, Any]:
         "usage": {"prompt_tokens": response.usage.prompt_tokens, "completion_tokens": response.usage.completion_tokens},
         "cost_usd": response.cost_usd,
     }
-
-
-def waiter_response(
-    waiter: dict[str, Any], source: Response | dict[str, Any], source_id: str, topic: str
-) -> list[Outgoing]:
-    """The response of a coalesced request: the leader's answer under the waiter's own id."""
-    answer = cached_response(
-        request_id=waiter["id"],
-        tenant=waiter["tenant"],
-        session=waiter["session"],
-        created_at=int(waiter["created_at"]),
-        source=source,
-        cache={"kind": "coalesced", "source_id": source_id, "similarity": 1.0},
-        route={"feature": waiter["feature"]} if waiter.get("feature") else None,
-    )
-    return response_messages(answer, topic, waiter.get("reply_to"))
 
 
 class CompleteStage:
@@ -97,8 +81,9 @@ class CompleteStage:
         current["response"] = _answer_payload(response)
         self.state.inflight[key] = current  # (re-assigned so a Faust table logs the change)
         outs = response_messages(response, responses, request.reply_to)
+        coalesced = {"kind": "coalesced", "source_id": request.id, "similarity": 1.0}
         for waiter in current["waiters"]:
-            outs += waiter_response(waiter, response, request.id, responses)
+            outs += answer_messages(waiter, response, coalesced, responses)
         await send(outs)
         if may_write(request, response, self.policy):
             await self._store(key, request.tenant, request.chat(), request.max_tokens, response)

@@ -131,16 +131,21 @@ class SessionGuard:
         return Outgoing(self.control, str(event["session"]).encode(), dumps({"v": 1, "type": "breaker", **event}))
 
     def _budget_alert(self, session: str, tenant: str, ledger: BudgetLedger, now: int) -> Outgoing:
-        event = {
-            "v": 1,
-            "type": "budget_alert",
-            "scope": "session",
-            "session": session,
-            "tenant": tenant,
-            "spent_usd": round(ledger.spent, 6),
-            "committed_usd": round(ledger.committed_usd, 6),
-            "soft_usd": ledger.soft_usd,
-            "hard_usd": ledger.hard_usd,
-            "at_ms": now,
-        }
-        return Outgoing(self.control, f"{session}#budget".encode(), dumps(event))
+        return budget_alert(
+            self.control, f"{session}#budget", ledger, now, scope="session", tenant=tenant, session=session
+        )
+
+
+def budget_alert(topic: str, key: str, ledger: BudgetLedger, now: int, **who: str) -> Outgoing:
+    """A soft-limit alert on ``sluice.control``: ``who`` names the scope, tenant and (for sessions) session."""
+    event = {
+        "v": 1,
+        "type": "budget_alert",
+        **who,
+        "spent_usd": round(ledger.spent, 6),
+        "committed_usd": round(ledger.committed_usd, 6),
+        "soft_usd": ledger.soft_usd,
+        "hard_usd": ledger.hard_usd,
+        "at_ms": now,
+    }
+    return Outgoing(topic, key.encode(), dumps(event))

@@ -12,10 +12,10 @@ import logging
 import time
 from collections import Counter
 
-from schemas.parse import InvalidMessage, parse_job
+from schemas.parse import parse_job
 from schemas.records import Response, Result, Usage, dumps, now_ms
 from streams.settings import Settings
-from streams.stages.outgoing import Outgoing, Source, dead_letter
+from streams.stages.outgoing import Outgoing, Source, parse_or_dead_letter
 from workers.errors import SluiceError
 from workers.local.pool import ModelPool
 
@@ -29,11 +29,9 @@ class LocalTierStage:
         self.counts: Counter[str] = Counter()
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
-        try:
-            job = parse_job(raw)
-        except InvalidMessage as exc:
-            self.counts[f"deadletter:{exc.reason}"] += 1
-            return [dead_letter(self.settings.topic("deadletter"), raw, source, exc)]
+        job = parse_or_dead_letter(parse_job, raw, source, self.settings.topic("deadletter"), self.counts)
+        if isinstance(job, list):
+            return job
         request = job.request
         started = time.monotonic()
         try:

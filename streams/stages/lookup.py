@@ -28,8 +28,8 @@ from streams.policy.cache_policy import (
 )
 from streams.policy.router import RouteDecision
 from streams.settings import Settings
-from streams.stages.cache_state import CacheState, cached_response, waiter_of
-from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from streams.stages.cache_state import CacheState, answer_messages, waiter_of
+from streams.stages.outgoing import Outgoing, Source, dead_letter
 from workers.embedding.batcher import BatchingEmbedder
 from workers.ports import VectorStore
 
@@ -183,25 +183,7 @@ class LookupStage:
     def _answer(
         self, request: Request, source: dict[str, Any], cache: dict[str, Any], route: dict[str, Any]
     ) -> list[Outgoing]:
-        response = cached_response(
-            request_id=request.id,
-            tenant=request.tenant,
-            session=request.session,
-            created_at=request.created_at,
-            source=source,
-            cache=cache,
-            route=route,
-        )
-        return response_messages(response, self.settings.topic("responses"), request.reply_to)
+        return answer_messages(waiter_of(request), source, cache, self.settings.topic("responses"), route)
 
     def _answer_waiter(self, waiter: dict[str, Any], source: dict[str, Any], cache: dict[str, Any]) -> list[Outgoing]:
-        response = cached_response(
-            request_id=waiter["id"],
-            tenant=waiter["tenant"],
-            session=waiter["session"],
-            created_at=int(waiter["created_at"]),
-            source=source,
-            cache=cache,
-            route={"feature": waiter["feature"]} if waiter.get("feature") else None,
-        )
-        return response_messages(response, self.settings.topic("responses"), waiter.get("reply_to"))
+        return answer_messages(waiter, source, cache, self.settings.topic("responses"))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from schemas.parse import InvalidMessage
 from schemas.records import DeadLetter, Response, dumps
 
 DEADLETTER_EXCERPT_BYTES = 16 * 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,14 @@ def response_messages(response: Response, responses_topic: str, reply_to: str | 
     if reply_to and reply_to != responses_topic:
         out.append(Outgoing(reply_to, key, value))
     return out
+
+
+def parse_or_dead_letter(
+    parse: Callable[[bytes], T], raw: bytes, source: Source, topic: str, counts: Counter[str]
+) -> T | list[Outgoing]:
+    """The parsed record, or the dead-letter message for it (counted by reason)."""
+    try:
+        return parse(raw)
+    except InvalidMessage as exc:
+        counts[f"deadletter:{exc.reason}"] += 1
+        return [dead_letter(topic, raw, source, exc)]

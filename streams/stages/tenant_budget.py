@@ -21,6 +21,7 @@ from schemas.records import Response, dumps, now_ms
 from streams.policy.budget import BudgetLedger
 from streams.policy.cost import estimate_reservation
 from streams.settings import Settings
+from streams.stages.guard import budget_alert
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 
 TenantBudgets = Mapping[str, tuple[float | None, float | None]]  # tenant -> (soft, hard) USD
@@ -89,15 +90,5 @@ class TenantBudgetStage:
         return [self._alert(tenant, ledger, now)] if settlement.soft_alert else []
 
     def _alert(self, tenant: str, ledger: BudgetLedger, now: int) -> Outgoing:
-        event = {
-            "v": 1,
-            "type": "budget_alert",
-            "scope": "tenant",
-            "tenant": tenant,
-            "spent_usd": round(ledger.spent, 6),
-            "committed_usd": round(ledger.committed_usd, 6),
-            "soft_usd": ledger.soft_usd,
-            "hard_usd": ledger.hard_usd,
-            "at_ms": now,
-        }
-        return Outgoing(self.settings.topic("control"), f"tenant:{tenant}#budget".encode(), dumps(event))
+        topic = self.settings.topic("control")
+        return budget_alert(topic, f"tenant:{tenant}#budget", ledger, now, scope="tenant", tenant=tenant)
