@@ -39,6 +39,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("tenant", "tenant", "requests and usage of tenants with a tenant-wide budget (one owner each)"),
     TopicSpec("lookup", "dedup key", "admitted requests for the cache stage (one partition owns each key)"),
     TopicSpec("tier.local", "dedup key", "routed work for the local GGUF worker pool"),
+    TopicSpec("tier.local.batch", "dedup key", "batch-priority work for the local pool (interactive goes first)"),
     TopicSpec("tier.cloud", "dedup key", "routed work for the cloud forwarders"),
     TopicSpec("results", "dedup key", "a tier's answer, for the complete stage (co-partitioned with lookup)"),
     TopicSpec("responses", "request id", "one final response per request"),

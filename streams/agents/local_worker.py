@@ -27,4 +27,10 @@ def register(app: faust.App, settings: Settings) -> LocalTierStage:
         async for event in stream.events():
             await emit(app, await stage.handle(event.value, source_of(event)))
 
+    @app.agent(raw_topic(app, settings.topic("tier.local.batch")), name="local-worker-batch")
+    async def local_batch_agent(stream: faust.StreamT) -> None:
+        # Batch jobs wait for a model instance behind every interactive one (see ModelPool).
+        async for event in stream.events():
+            await emit(app, await stage.handle(event.value, source_of(event)))
+
     return stage

@@ -35,7 +35,7 @@ class LocalTierStage:
         request = job.request
         started = time.monotonic()
         try:
-            completion = await self.pool.generate(request.chat(), request.max_tokens)
+            completion = await self.pool.generate(request.chat(), request.max_tokens, priority=request.priority)
         except SluiceError as exc:
             self.counts["error"] += 1
             log.warning("local generation failed for %s: %s", request.id, exc)

@@ -58,7 +58,10 @@ class Router:
             spill_backlog=self.spill_backlog,
         )
         decision = route(request, inputs, score)
-        return decision, config.get(decision.tier).topic
+        topic = config.get(decision.tier).topic
+        if request.priority == "batch" and decision.kind == "local":
+            topic += ".batch"  # its own topic: a batch backlog never sits in front of interactive requests
+        return decision, topic
 
 
 def build_router(settings: Settings, backlog: Callable[[], int] = lambda: 0) -> Router:

@@ -107,3 +107,20 @@ async def test_malformed_job_is_dead_lettered() -> None:
     [out] = await stage.handle(b'{"v": 1}', SRC)
     assert out.topic == "sx.deadletter"
     assert orjson.loads(out.value)["source_topic"] == "sx.tier.local"
+
+
+async def test_interactive_calls_overtake_a_batch_backlog(smollm_pool: ModelPool) -> None:
+    """Six batch generations are queued on one instance; an interactive call arriving after them waits for the
+    generation in progress only."""
+    order: list[str] = []
+
+    async def call(name: str, priority: str) -> None:
+        await smollm_pool.generate([Message("user", f"Write a line about {name}.")], 12, priority=priority)
+        order.append(name)
+
+    batch = [asyncio.create_task(call(f"batch{i}", "batch")) for i in range(6)]
+    await asyncio.sleep(0.05)  # the first batch call is generating, five are queued
+    await call("interactive", "interactive")
+    await asyncio.gather(*batch)
+    assert order.index("interactive") <= 1, order
+    assert len(order) == 7
