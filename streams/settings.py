@@ -87,6 +87,8 @@ class Settings:
     # Budgets per session (USD; < 0: none) and the runaway-loop breaker per session.
     session_budget_soft_usd: float = -1.0
     session_budget_hard_usd: float = -1.0
+    # Prompt tokens a chat template adds (default system prompts, role markers): reservations must cover them.
+    reservation_overhead_tokens: int = 64
     breaker_enabled: bool = True
     breaker_max_requests: int = 30
     breaker_rate_window_s: float = 10.0

@@ -134,6 +134,11 @@ class TierConfig:
         return next(t for t in self.tiers if t.kind != "cache")
 
     @property
+    def priciest(self) -> Tier:
+        """The model tier with the highest price: budget reservations assume it (routing happens later)."""
+        return max(self.of_kind("local") + self.of_kind("cloud"), key=lambda t: t.input_per_1m + t.output_per_1m)
+
+    @property
     def frontier(self) -> Tier:
         """The last tier of the chain: the strongest and dearest."""
         return self.tiers[-1]

@@ -39,7 +39,7 @@ def register(app: faust.App, settings: Settings) -> AdmitStage:
     # owner is the single writer (see streams/stages/guard.py).
     sessions: Any = app.Table("sessions", default=None, partitions=settings.partitions)
     watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
-    guard = SessionGuard(settings, sessions, lambda: watcher.current().frontier)
+    guard = SessionGuard(settings, sessions, lambda: watcher.current().priciest)
     stage = AdmitStage(settings, TopicDirectory(settings).exists, guard)
 
     @app.agent(raw_topic(app, settings.topic("requests")), name="admit")
@@ -50,7 +50,7 @@ def register(app: faust.App, settings: Settings) -> AdmitStage:
     # Tenant-wide budgets: one owner per tenant on sluice.tenant (see streams/stages/tenant_budget.py).
     tenants: Any = app.Table("tenants", default=None, partitions=settings.partitions)
     tenant_stage = TenantBudgetStage(
-        settings, tenants, lambda: stage.tenant_budgets, lambda: watcher.current().frontier
+        settings, tenants, lambda: stage.tenant_budgets, lambda: watcher.current().priciest
     )
 
     @app.agent(raw_topic(app, settings.topic("tenant")), name="tenant-budget")

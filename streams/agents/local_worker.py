@@ -8,11 +8,13 @@ from streams.agents.emit import emit, source_of
 from streams.app import raw_topic
 from streams.settings import Settings
 from streams.stages.local_tier import LocalTierStage
+from streams.tiers import DEFAULT_TIERS_PATH, TierConfigWatcher
 from workers.local.factory import build_pool
 
 
 def register(app: faust.App, settings: Settings) -> LocalTierStage:
-    stage = LocalTierStage(settings, build_pool(settings))
+    watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
+    stage = LocalTierStage(settings, build_pool(settings), lambda p, c: watcher.current().weak.cost_usd(p, c))
 
     @app.task
     async def load_model() -> None:

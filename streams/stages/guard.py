@@ -3,7 +3,7 @@
 The admit role consumes ``sluice.requests`` and ``sluice.usage``, both keyed by session with the same
 partition count, so one process is the single writer of each session's breaker and budget state (a Faust
 table keyed by session): 50 concurrent requests against a nearly spent budget are decided one after another.
-Reservations use the frontier tier's price (the worst case, since routing happens later) and are settled
+Reservations use the priciest model tier's price (the worst case, since routing happens later) and are settled
 with the actual cost when the usage record arrives; an error settles what was actually spent.
 """
 
@@ -47,11 +47,11 @@ def _limit(value: float) -> float | None:
 
 class SessionGuard:
     def __init__(
-        self, settings: Settings, sessions: MutableMapping[str, dict[str, Any]], frontier_price: Callable[[], Any]
+        self, settings: Settings, sessions: MutableMapping[str, dict[str, Any]], worst_price: Callable[[], Any]
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.frontier_price = frontier_price
+        self.worst_price = worst_price
         self.config = breaker_config(settings)
         self.control = settings.topic("control")
 
@@ -87,7 +87,8 @@ class SessionGuard:
         amount = estimate_reservation(
             query_text(request.chat()) if len(request.chat()) == 1 else " ".join(m.content for m in request.chat()),
             request.max_tokens,
-            self.frontier_price(),
+            self.worst_price(),
+            overhead_tokens=self.settings.reservation_overhead_tokens,
         )
         verdict = ledger.reserve(request.id, amount, now)
         if verdict.soft_alert:

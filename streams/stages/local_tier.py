@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from schemas.parse import parse_job
 from schemas.records import Response, Result, Usage, dumps, now_ms
@@ -23,9 +24,12 @@ log = logging.getLogger(__name__)
 
 
 class LocalTierStage:
-    def __init__(self, settings: Settings, pool: ModelPool) -> None:
+    def __init__(
+        self, settings: Settings, pool: ModelPool, price: Callable[[int, int], float] = lambda p, c: 0.0
+    ) -> None:
         self.settings = settings
         self.pool = pool
+        self.price = price  # (prompt, completion tokens) -> USD at the local tier's configured compute price
         self.counts: Counter[str] = Counter()
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
@@ -62,7 +66,7 @@ class LocalTierStage:
                 tier="local",
                 model=completion.model,
                 usage=Usage(completion.prompt_tokens, completion.completion_tokens),
-                cost_usd=0.0,
+                cost_usd=self.price(completion.prompt_tokens, completion.completion_tokens),
                 latency_ms=float(now_ms() - request.created_at),
                 route=route,
             )

@@ -41,12 +41,12 @@ class TenantBudgetStage:
         settings: Settings,
         ledgers: MutableMapping[str, dict[str, Any]],
         budgets: Callable[[], TenantBudgets],
-        frontier_price: Callable[[], Any],
+        worst_price: Callable[[], Any],
     ) -> None:
         self.settings = settings
         self.ledgers = ledgers
         self.budgets = budgets
-        self.frontier_price = frontier_price
+        self.worst_price = worst_price
         self.counts: Counter[str] = Counter()
 
     def _ledger(self, tenant: str) -> BudgetLedger:
@@ -71,7 +71,13 @@ class TenantBudgetStage:
         ledger = self._ledger(request.tenant)
         ledger.expire(now)
         text = " ".join(m.content for m in request.chat())
-        verdict = ledger.reserve(request.id, estimate_reservation(text, request.max_tokens, self.frontier_price()), now)
+        verdict = ledger.reserve(
+            request.id,
+            estimate_reservation(
+                text, request.max_tokens, self.worst_price(), overhead_tokens=self.settings.reservation_overhead_tokens
+            ),
+            now,
+        )
         self.ledgers[request.tenant] = ledger.to_dict()
         out = [self._alert(request.tenant, ledger, now)] if verdict.soft_alert else []
         if not verdict.ok:

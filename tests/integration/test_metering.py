@@ -89,3 +89,38 @@ async def test_a_looping_agent_trips_its_session_breaker(settings: Settings, tmp
     assert other.status == "ok"  # other sessions are untouched
     control = await read_topic(settings, settings.topic("control"), until=1, timeout_s=20)
     assert control[0]["session"] == "agent-7" and control[0]["state"] == "open" and control[0]["reason"] == "repeat"
+
+
+async def test_fifty_concurrent_requests_at_a_nearly_spent_budget(settings: Settings, tmp_path: Path) -> None:
+    """A session budget under concurrency, end to end: the local tier charges a (made-up) compute price, so
+    spending is real; overshoot of the hard limit stays within one request's reserved cost."""
+    from tests.integration.tiers_files import write_tiers
+
+    await create_topics(settings)
+    tiers = write_tiers(tmp_path / "tiers-priced.yaml", knob=0.0, local_price=400.0)
+    hard = 0.12
+    env = {
+        "SLUICE_TIERS_FILE": str(tiers),
+        "SLUICE_SESSION_BUDGET_HARD_USD": str(hard),
+        "SLUICE_BREAKER_ENABLED": "false",
+    }
+    worker = start_worker(settings, tmp_path, "admit", "cache", "local", "meter", name="budget", env=env)
+    try:
+        async with SluiceClient(settings) as client:
+            warmup = await client.submit(make_request("Say one word.", tenant="acme", session="b", max_tokens=8), 180)
+            burst = [make_request(f"Say the word {i}.", tenant="acme", session="b", max_tokens=8) for i in range(50)]
+            answers = await asyncio.wait_for(asyncio.gather(*[await client.send(r) for r in burst]), 240)
+    finally:
+        worker.stop()
+    assert warmup.status == "ok" and warmup.cost_usd > 0, worker.tail()
+    ok = [a for a in answers if a.status == "ok"]
+    rejected = [a for a in answers if a.status == "rejected"]
+    assert ok and rejected and len(ok) + len(rejected) == 50
+    assert {a.reason for a in rejected} == {"budget"}
+    spent = warmup.cost_usd + sum(a.cost_usd for a in ok)
+    from streams.policy.cost import estimate_reservation
+    from streams.tiers import load_tiers
+
+    price = load_tiers(tiers).priciest
+    one_reservation = max(estimate_reservation(r.prompt or "", 8, price, overhead_tokens=64) for r in burst)
+    assert spent <= hard + one_reservation, (spent, hard, one_reservation)
