@@ -180,9 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--chart", default="sluice-report.html", help="HTML chart path ('' to skip)")
     report.set_defaults(func=cmd_report)
 
-    from streams import ingress
+    from streams import backfill, ingress, top
 
     ingress.register(sub)
+    backfill.register(sub)
+    top.register(sub)
 
     evaluate = sub.add_parser("eval", help="offline evaluation on labelled data")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
