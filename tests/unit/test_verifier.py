@@ -7,13 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from streams.policy.verifier import (
-    DEFAULT_MIN_COSINE,
-    DEFAULT_THRESHOLD,
+from streams.policy.verifier import DEFAULT_MIN_COSINE, DEFAULT_THRESHOLD, PARAMS_PATH, Verifier
+from streams.policy.verifier_features import (
     FEATURE_NAMES,
     N_FEATURES,
-    PARAMS_PATH,
-    Verifier,
     numbers,
     pair_features,
     span_swap,

@@ -1,0 +1,240 @@
+"""Pair features for the semantic-cache verifier: cheap lexical evidence cosine similarity cannot see.
+
+Order-sensitive overlaps, numbers, negations, antonyms, named entities, question words and length, per pair of
+prompts. Pure stdlib + numpy; ``verifier.py`` scores these with the fitted model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable, Sequence
+from collections.abc import Set as AbstractSet
+
+import numpy as np
+
+_TOKEN = re.compile(r"[^\W_]+(?:[.,]\d+)*(?:'[^\W_]+)?")
+_DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER_WORDS = {  # not 'one': mostly a pronoun ("one can ...")
+    w: str(i) for i, w in enumerate("_ _ two three four five six seven eight nine ten eleven twelve".split()) if i > 1
+} | {"twenty": "20", "thirty": "30", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000"}
+NEGATIONS = frozenset("not no never without cannot nor none nothing nobody neither nowhere".split())
+WH_WORDS = frozenset("what why how where when who whom whose which".split())
+_STRICT_WH = frozenset("who when where why".split())
+_YES_NO = frozenset(
+    "is are was were do does did can could should would will shall may might must have has had am".split()
+)
+STOPWORDS = frozenset(
+    """a an the of to in on at for from by with about as into over is are was were be been being am do does did
+    doing done have has had having i me my mine you your yours we our us he him his she her they them their it its
+    this that these those there here and or but if then so than too very can could should would will shall may
+    might must just also any some much many more most get got s t d ll re ve m one ones way ways best good
+    really actually possible""".split()
+)
+_ANTONYM_TEXT = """enable disable|increase decrease|before after|buy sell|max min|maximum minimum|maximize minimize|
+add remove|start stop|open close|on off|win lose|won lost|winner loser|up down|upload download|import export|
+input output|inside outside|above below|over under|upper lower|high low|higher lower|more less|most least|best worst|
+better worse|first last|old new|older newer|young old|cheap expensive|fast slow|faster slower|big small|bigger smaller|
+large small|larger smaller|long short|longer shorter|heavy light|hot cold|good bad|positive negative|true false|yes no|
+pass fail|success failure|rich poor|love hate|like dislike|agree disagree|accept reject|include exclude|allow deny|
+allow block|show hide|push pull|send receive|lend borrow|encrypt decrypt|encode decode|compress decompress|
+cause effect|install uninstall|lock unlock|connect disconnect|mount unmount|zip unzip|block unblock|follow unfollow|
+subscribe unsubscribe|activate deactivate|login logout|signin signout|upgrade downgrade|ascending descending|
+forward backward|left right|east west|north south|male female|man woman|men women|boy girl|he she|his her|him her|
+husband wife|father mother|son daughter|brother sister|king queen|public private|legal illegal|valid invalid|
+possible impossible|pros cons|causes effects|advantages disadvantages|benefits drawbacks|strengths weaknesses|
+rise fall|gain loss|profit loss|arrive depart|arrival departure|enter exit|morning evening|day night|summer winter|
+early late|earlier later|past future|always never|all none|everyone nobody|plus minus|odd even|light dark|white black|
+wet dry|full empty|safe dangerous|healthy unhealthy|happy sad|internal external|online offline|vertical horizontal|
+physical mental|undergraduate graduate|bachelor master|junior senior|employer employee|minor major|teacher student|
+buyer seller|client server|host guest|parent child|parents children"""
+_ANTONYMS: dict[str, set[str]] = {}
+for _pair in _ANTONYM_TEXT.replace("\n", "").split("|"):
+    _x, _y = _pair.split()
+    _ANTONYMS.setdefault(_x, set()).add(_y)
+    _ANTONYMS.setdefault(_y, set()).add(_x)
+_NEG_PREFIX = re.compile(r"^(un|dis|non|de|in|im|il|ir|anti|mis)-?(\w{4,})$")
+
+# Column order of the fitted trees; verifier.json repeats it and load() refuses params fitted on another list.
+FEATURE_NAMES: tuple[str, ...] = tuple(
+    """cosine unigram_jaccard bigram_jaccard trigram_jaccard char3_jaccard order_discordance
+    span_swap content_unmatched_min content_unmatched_max content_unmatched_frac number_mismatch
+    number_one_sided negation_mismatch negation_flip antonym entity_substitution entity_unmatched wh_mismatch
+    wh_strict_mismatch wh_conflict qtype_mismatch first2_equal length_ratio log_length""".split()
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased word/number tokens (any script); keeps n't and 's attached so negation survives."""
+    return _TOKEN.findall(text.lower().replace("’", "'"))
+
+
+def stem(token: str) -> str:
+    """A crude suffix stripper: 'designing'/'designs'/'design' collapse, which is all overlap needs."""
+    if token.endswith("'s"):
+        token = token[:-2]
+    if len(token) > 5 and token.endswith("ing"):
+        return token[:-3]
+    if len(token) > 4 and token.endswith("ies"):
+        return token[:-3] + "y"
+    if len(token) > 4 and token.endswith("ed"):
+        return token[:-2]
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+def numbers(tokens: Sequence[str]) -> set[str]:
+    """Digit runs inside tokens ('v2.10' -> '2.10', '30th' -> '30') plus number words as digits ('five' == '5')."""
+    return {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
+
+
+def _negations(tokens: Sequence[str]) -> list[int]:
+    """Positions of negating tokens, skipping the non-negating 'why not' / 'or not' / 'if not'."""
+    return [
+        i
+        for i, t in enumerate(tokens)
+        if (t in NEGATIONS or t.endswith("n't")) and not (t == "not" and i and tokens[i - 1] in ("why", "or", "if"))
+    ]
+
+
+def entities(text: str) -> set[str]:
+    """Lowercased capitalised words that are not sentence-initial: a cheap stand-in for named entities."""
+    found: set[str] = set()
+    initial = True
+    for match in _TOKEN.finditer(text):
+        word = match.group()
+        if not initial and word[0].isupper() and word != "I":
+            found.add(word.lower())
+        tail = text[match.end() : match.end() + 2].strip()
+        initial = tail[:1] in {".", "?", "!", ":"}
+    return found
+
+
+def _jaccard(x: AbstractSet[Hashable], y: AbstractSet[Hashable]) -> float:
+    union = len(x | y)
+    return len(x & y) / union if union else 1.0
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> set[tuple[str, ...]]:
+    padded = ["<s>", *tokens, "</s>"]
+    return {tuple(padded[i : i + n]) for i in range(len(padded) - n + 1)}
+
+
+def _discordance(ta: Sequence[str], tb: Sequence[str]) -> float:
+    """Kendall distance of the content tokens that occur once in each text: how much word order changed."""
+    pos_b = {t: i for i, t in enumerate(tb) if tb.count(t) == 1}
+    seq = [pos_b[t] for t in ta if t in pos_b and ta.count(t) == 1 and t not in STOPWORDS and t not in WH_WORDS]
+    n = len(seq)
+    flips = sum(1 for i in range(n) for j in range(i + 1, n) if seq[i] > seq[j])
+    return flips / (n * (n - 1) / 2) if n > 1 else 0.0
+
+
+_SYMMETRIC = frozenset({"and", "or", "nor", "vs", "versus", "plus", "&"})
+
+
+def span_swap(ta: Sequence[str], tb: Sequence[str]) -> bool:
+    """b is a with two spans exchanged around an asymmetric middle: 'from X to Y' vs 'from Y to X'.
+
+    After trimming the common prefix and suffix, a = S1 M S2 and b = S2 M S1 with M non-empty (an empty M is
+    a rotation, 'muscle building' / 'building muscle'); an M holding 'and'/'or'/'vs' is symmetric."""
+    i = 0
+    while i < min(len(ta), len(tb)) and ta[i] == tb[i]:
+        i += 1
+    j = 0
+    while j < min(len(ta), len(tb)) - i and ta[-1 - j] == tb[-1 - j]:
+        j += 1
+    ma, mb = list(ta[i : len(ta) - j]), list(tb[i : len(tb) - j])
+    if not ma or len(ma) != len(mb) or len(ma) > 12 or sorted(ma) != sorted(mb):
+        return False
+    n = len(ma)
+    for x in range(1, n):
+        for y in range(x + 1, n):
+            if mb == ma[y:] + ma[x:y] + ma[:x] and _SYMMETRIC.isdisjoint(ma[x:y]):
+                return True
+    return False
+
+
+def _forms(tokens: AbstractSet[str]) -> set[str]:
+    """Each token, its stem and stem+'e' ('enabled' -> 'enabl' -> 'enable'), to look antonyms up."""
+    out = set(tokens)
+    for t in tokens:
+        s = stem(t)
+        out.update((s, s + "e"))
+    return out
+
+
+def _antonym(only_a: AbstractSet[str], only_b: AbstractSet[str]) -> bool:
+    """One side has a word whose opposite (listed, or un-/dis-/non-... prefixed) only the other side has."""
+    if not only_a or not only_b:
+        return False
+    fa, fb = _forms(only_a), _forms(only_b)
+    fa, fb = fa - fb, fb - fa  # 'buy, sell' vs 'buying, selling' has both sides of the pair on both sides
+    for x in fa:
+        opposite = _ANTONYMS.get(x)
+        if opposite is not None and not opposite.isdisjoint(fb) and opposite.isdisjoint(fa):
+            return True
+    for mine, other in ((fa, fb), (fb, fa)):
+        for word in mine:
+            m = _NEG_PREFIX.match(word)
+            if m is not None and m.group(2) in other and m.group(1) not in other:  # 'nonzero' vs 'non-zero'
+                return True
+    return False
+
+
+def _qtype(tokens: Sequence[str]) -> str:
+    first = tokens[0] if tokens else ""
+    if first in _STRICT_WH:
+        return first
+    if first in ("how", "what", "which", "what's"):
+        return "open"
+    return "yesno" if first in _YES_NO else "other"
+
+
+def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
+    """Feature vector (order: FEATURE_NAMES) for a candidate pair whose embedding cosine is ``cosine``."""
+    ta, tb = tokenize(a), tokenize(b)
+    sa, sb = {stem(t) for t in ta}, {stem(t) for t in tb}
+    ca = {t for t in sa - sb if t not in STOPWORDS and t not in WH_WORDS}
+    cb = {t for t in sb - sa if t not in STOPWORDS and t not in WH_WORDS}
+    content = {t for t in sa | sb if t not in STOPWORDS and t not in WH_WORDS}
+    na, nb = numbers(ta), numbers(tb)
+    ent_a = {e for e in entities(a) if stem(e) not in sb}
+    ent_b = {e for e in entities(b) if stem(e) not in sa}
+    wa, wb = [t for t in ta if t in WH_WORDS][:1], [t for t in tb if t in WH_WORDS][:1]
+    xa, xb = _STRICT_WH.intersection(ta), _STRICT_WH.intersection(tb)
+    nega, negb = _negations(ta), _negations(tb)
+    plain_a = {stem(t) for i, t in enumerate(ta) if i not in nega and t not in STOPWORDS}
+    plain_b = {stem(t) for i, t in enumerate(tb) if i not in negb and t not in STOPWORDS}
+    qa, qb = _qtype(ta), _qtype(tb)
+    la, lb = a.lower(), b.lower()
+    return np.array(
+        [
+            cosine,
+            _jaccard(sa, sb),
+            _jaccard(_ngrams(ta, 2), _ngrams(tb, 2)),
+            _jaccard(_ngrams(ta, 3), _ngrams(tb, 3)),
+            _jaccard({la[i : i + 3] for i in range(len(la) - 2)}, {lb[i : i + 3] for i in range(len(lb) - 2)}),
+            _discordance(ta, tb),
+            float(span_swap(ta, tb)),
+            min(len(ca), len(cb), 3),
+            min(max(len(ca), len(cb)), 5),
+            (len(ca) + len(cb)) / max(len(content), 1),
+            float(bool(na) and bool(nb) and na != nb),
+            float(na != nb and not (na and nb)),
+            float(len(nega) % 2 != len(negb) % 2),
+            float(len(nega) % 2 != len(negb) % 2 and plain_a == plain_b),
+            float(_antonym(set(ta) - set(tb), set(tb) - set(ta))),
+            float(bool(ent_a) and bool(ent_b)),
+            min(len(ent_a) + len(ent_b), 4),
+            float(bool(wa) and bool(wb) and wa != wb),
+            float(xa != xb),
+            float(bool(xa) and bool(xb) and xa.isdisjoint(xb)),
+            float(qa != qb and "other" not in (qa, qb)),
+            float(ta[:2] == tb[:2]),
+            min(len(ta), len(tb)) / max(len(ta), len(tb), 1),
+            math.log1p((len(ta) + len(tb)) / 2),
+        ],
+        dtype=np.float64,
+    )
