@@ -44,3 +44,28 @@ async def test_exact_semantic_and_coalesced_answers(settings: Settings, tmp_path
     assert tiers.count("local") == 1, tiers  # one generation for six identical requests
     kinds = {a.route.get("cache", {}).get("kind") for a in answers if a.tier == "cache"}
     assert kinds <= {"coalesced", "exact"} and len({a.text for a in answers}) == 1
+
+
+async def test_purge_drops_a_tenants_entries_in_every_cache_process(settings: Settings, tmp_path: Path) -> None:
+    from streams.cache_admin import request_purge
+
+    await create_topics(settings)
+    worker = start_worker(settings, tmp_path, "admit", "cache", "local", name="purge")
+    try:
+        async with SluiceClient(settings) as client:
+
+            async def ask(tenant: str, session: str) -> str:
+                reply = await client.submit(make_request("What is a haiku?", tenant=tenant, session=session), 180)
+                assert reply.status == "ok", worker.tail()
+                return reply.tier
+
+            assert [await ask("acme", "p1"), await ask("globex", "p2")] == ["local", "local"]
+            assert [await ask("acme", "p3"), await ask("globex", "p4")] == ["cache", "cache"]
+            command, partitions = await request_purge(settings, "acme")
+            assert command.tenant == "acme" and command.older_than_ms is None
+            assert partitions == settings.partitions
+            await asyncio.sleep(2.0)  # the command is consumed like any lookup message
+            # acme's entry is gone (exact and semantic); globex's is untouched.
+            assert [await ask("acme", "p5"), await ask("globex", "p6")] == ["local", "cache"]
+    finally:
+        worker.stop()
