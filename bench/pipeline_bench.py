@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import math
 import os
@@ -44,14 +43,12 @@ from streams.tiers import DEFAULT_TIERS_PATH  # noqa: E402
 from streams.topics import TOPICS, TopicSpec, create_topics  # noqa: E402
 
 PROMPT = "In one short sentence, what does a write-ahead log guarantee to a database after a crash?"
-TARGETS = {"p50_ms_at_500": 10.0, "p99_ms_at_500": 50.0, "sustained_per_s": 1000.0, "rss_bytes": 1.5e9}
 Record = tuple[float, float, bool]  # (done at, latency s, ok: the expected kind of reply)
 One = Callable[[list[Record]], Awaitable[None]]
 
 
 async def phase(one: One, seconds: float, drain_s: float, rate: float = math.inf, in_flight: int = 0) -> dict[str, Any]:
-    """Start ``rate`` requests a second (each its own task) for ``seconds``, or as fast as possible (rate inf),
-    with at most ``in_flight`` unanswered (0: no bound); then wait up to ``drain_s`` for the replies."""
+    """Start ``rate`` requests/s (or flat out), at most ``in_flight`` unanswered; then drain up to ``drain_s``."""
     recs: list[Record] = []
     tasks: list[asyncio.Task[None]] = []
     gate = asyncio.Semaphore(in_flight or 1 << 30)
@@ -81,11 +78,16 @@ async def phase(one: One, seconds: float, drain_s: float, rate: float = math.inf
     return {**out, **{f"p{q}_ms": round(float(np.percentile(lat, q)) * 1000, 2) if lat else None for q in (50, 99)}}
 
 
-async def measure(one: One, args: argparse.Namespace) -> dict[str, Any]:
-    warmup = await phase(one, args.warmup, args.drain, rate=100)  # connections and cold paths
+async def measure(one: One, args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
+    await phase(one, 1.0, args.drain, rate=100)  # untimed second: connections and cold paths
     loads = [await phase(one, args.seconds, args.drain, rate=rate) for rate in args.loads]
+    cpu0, t0 = memory(pid)["cpu_s"] if pid else 0.0, time.perf_counter()
     flat = await phase(one, args.seconds, args.drain, in_flight=args.max_in_flight)
-    return {"warmup": warmup, "loads": loads, "max": flat}
+    if pid:  # the worker's CPU while it works through the flat-out phase: is one core the limit?
+        cpu = memory(pid)["cpu_s"] - cpu0
+        flat.update(worker_cpu_share=round(cpu / (time.perf_counter() - t0), 2))
+        flat.update(worker_cpu_ms_per_answer=round(cpu * 1e3 / max(flat["answered"], 1), 2))
+    return {"loads": loads, "max": flat}
 
 
 async def run_ceiling(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -97,8 +99,7 @@ async def run_ceiling(settings: Settings, args: argparse.Namespace) -> dict[str,
     tps = await assign_all(consumer, settings, topic)
     await consumer.seek_to_end(*tps)
     await asyncio.gather(*(consumer.position(tp) for tp in tps))  # resolve the end offsets before publishing
-    waiters: dict[int, asyncio.Future[float]] = {}
-    seqs = itertools.count()
+    waiters: dict[int, asyncio.Future[float]] = {}  # by id(future): unique while the future waits there
 
     async def read() -> None:
         while True:
@@ -110,8 +111,8 @@ async def run_ceiling(settings: Settings, args: argparse.Namespace) -> dict[str,
                         fut.set_result(now - ts)
 
     async def one(recs: list[Record]) -> None:
-        seq = next(seqs)
-        fut = waiters[seq] = asyncio.get_running_loop().create_future()
+        fut = asyncio.get_running_loop().create_future()
+        waiters[seq := id(fut)] = fut
         await producer.send_and_wait(topic, struct.pack("<dQ", time.perf_counter(), seq).ljust(args.msg_bytes, b"x"))
         recs.append((time.perf_counter(), await fut, True))
 
@@ -133,7 +134,7 @@ async def run_sluice(settings: Settings, args: argparse.Namespace, worker: subpr
             await asyncio.sleep(0.5)
         first = warm.result()
         if first.status != "ok":
-            raise RuntimeError(f"warm-up request failed: {first.status} {first.error}")
+            raise RuntimeError(f"warm-up request failed: {first.status} {first.reason}")
 
         async def one(recs: list[Record]) -> None:
             request = make_request(PROMPT, tenant="bench", session=uuid.uuid4().hex, max_tokens=16)
@@ -143,16 +144,7 @@ async def run_sluice(settings: Settings, args: argparse.Namespace, worker: subpr
             exact = response.tier == "cache" and response.route.get("cache", {}).get("kind") == "exact"
             recs.append((now, now - t, exact))
 
-        cpu0, t0 = memory(worker.pid)["cpu_s"], time.perf_counter()
-        out = {"warm_tier": first.tier, **await measure(one, args)}
-        cpu, n = (
-            memory(worker.pid)["cpu_s"] - cpu0,
-            sum(r["answered"] for r in (out["warmup"], *out["loads"], out["max"])),
-        )
-        out.update(
-            worker_cpu_share=round(cpu / (time.perf_counter() - t0), 2),
-            worker_cpu_ms_per_answer=round(cpu * 1e3 / max(n, 1), 2),
-        )
+        out = {"warm_tier": first.tier, **await measure(one, args, worker.pid)}
         size = len(dumps(make_request(PROMPT, tenant="bench", session=uuid.uuid4().hex, max_tokens=16)))
         return {"request_bytes": size, **out}
 
@@ -193,7 +185,7 @@ def goal(value: float | None, target: float, at_least: bool = False) -> dict[str
 
 
 def analyse(ceiling: dict[str, Any], sluice: dict[str, Any], mem: dict[str, Any]) -> dict[str, Any]:
-    at500 = next((row for row in sluice["loads"] if row["offered_per_s"] == 500), {})
+    at500: dict[str, Any] = next((row for row in sluice["loads"] if row["offered_per_s"] == 500), {})
     sustained = sluice["max"]["answered_in_window_per_s"]
     pairs = list(zip(ceiling["loads"], sluice["loads"], strict=True))
     ratios = {
@@ -202,10 +194,10 @@ def analyse(ceiling: dict[str, Any], sluice: dict[str, Any], mem: dict[str, Any]
         "p99_sluice_over_ceiling": {s["offered_per_s"]: _ratio(s["p99_ms"], c["p99_ms"]) for c, s in pairs},
     }
     targets = {
-        "exact_hit_p50_ms_at_500": goal(at500.get("p50_ms"), TARGETS["p50_ms_at_500"]),
-        "exact_hit_p99_ms_at_500": goal(at500.get("p99_ms"), TARGETS["p99_ms_at_500"]),
-        "sustained_per_s_one_worker": goal(sustained, TARGETS["sustained_per_s"], at_least=True),
-        "all_roles_rss_bytes": goal(mem.get("vm_rss_bytes"), TARGETS["rss_bytes"]),
+        "exact_hit_p50_ms_at_500": goal(at500.get("p50_ms"), 10.0),
+        "exact_hit_p99_ms_at_500": goal(at500.get("p99_ms"), 50.0),
+        "sustained_per_s_one_worker": goal(sustained, 1000.0, at_least=True),
+        "all_roles_rss_bytes": goal(mem.get("vm_rss_bytes"), 1.5e9),
     }
     return {"ratios": ratios, "targets": targets}
 
@@ -215,10 +207,10 @@ def md_table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    c, s, m, q = r["ceiling"], r["sluice"], r["memory"], r["ratios"]
-    head = ("offered/s", "ceiling sent/s", "ceiling p50/p99 ms", "Sluice sent/s", "Sluice answered/s")
+    c, s, m, q, cm, sm = r["ceiling"], r["sluice"], r["memory"], r["ratios"], r["ceiling"]["max"], r["sluice"]["max"]
+    head: tuple[str, ...] = ("offered/s", "ceiling sent/s", "ceiling p50/p99 ms", "Sluice sent/s", "Sluice answered/s")
     head += ("Sluice p50/p99 ms", "exact hits/sent", "Sluice/ceiling p50 / p99")
-    loads = []
+    loads: list[tuple[Any, ...]] = []
     for cr, sr in zip(c["loads"], s["loads"], strict=True):
         n = sr["offered_per_s"]
         loads.append((n, cr["achieved_send_per_s"], f"{cr['p50_ms']} / {cr['p99_ms']}", sr["achieved_send_per_s"]))
@@ -228,20 +220,18 @@ def markdown(r: dict[str, Any]) -> str:
         (k, v["value"], v["target"], "yes" if v["met"] else "no", v["value_over_target"])
         for k, v in r["targets"].items()
     ]
-    cm, sm = c["max"], s["max"]
+    cw, sw = cm["answered_in_window_per_s"], sm["answered_in_window_per_s"]
     text = [
         "# Pipeline benchmark\n",
         f"{r['started']}, {r['wall_s']} s, broker {r['broker']}, {r['partitions']} partitions. Latency: publish call"
         f" -> reply consumed. Ceiling: raw aiokafka, {c['message_bytes']}-byte values. Sluice: exact hits through"
         f" one all-roles worker, {s['request_bytes']}-byte requests, distinct sessions.\n",
         *md_table(head, loads),
-        f"\nFlat out ({sm['max_in_flight']} in flight, {r['seconds']} s): ceiling {cm['answered_in_window_per_s']}/s"
-        f" (p50 {cm['p50_ms']} ms); Sluice {sm['answered_in_window_per_s']}/s (p50 {sm['p50_ms']} ms, p99"
-        f" {sm['p99_ms']} ms; {sm['answered_per_s']}/s over the whole phase incl. drain); Sluice/ceiling"
-        f" {q['throughput_sluice_over_ceiling']}.\n",
-        f"All-roles worker: VmRSS {m['vm_rss_bytes'] / 1e6:.0f} MB, VmHWM {m['vm_hwm_bytes'] / 1e6:.0f} MB,"
-        f" {m['cpu_s']} CPU s in all; while measuring: {s['worker_cpu_share']} of a core,"
-        f" {s['worker_cpu_ms_per_answer']} CPU ms per answered request.\n",
+        f"\nFlat out, {sm['max_in_flight']} in flight, answered/s in {r['seconds']} s: ceiling {cw} (p50"
+        f" {cm['p50_ms']} ms), Sluice {sw} (p50 {sm['p50_ms']}, p99 {sm['p99_ms']} ms; {sm['answered_per_s']}/s to the"
+        f" last reply): Sluice/ceiling {q['throughput_sluice_over_ceiling']}.\n",
+        f"All-roles worker: VmRSS {m['vm_rss_bytes'] / 1e6:.0f}, VmHWM {m['vm_hwm_bytes'] / 1e6:.0f} MB; {m['cpu_s']}"
+        f" CPU s; flat out {sm['worker_cpu_share']} cores, {sm['worker_cpu_ms_per_answer']} CPU ms per answer.\n",
         *md_table(("target", "value", "goal", "met", "value/target"), goals),
     ]
     return "\n".join(text) + "\n"
@@ -252,7 +242,6 @@ def main() -> int:
     add = parser.add_argument
     add("--loads", type=lambda v: [int(x) for x in v.split(",")], default=[100, 250, 500], help="offered req/s")
     add("--seconds", type=float, default=5.0, help="per offered load, and flat out")
-    add("--warmup", type=float, default=1.0, help="untimed seconds at 100/s before measuring")
     add("--drain", type=float, default=15.0, help="how long to wait for stragglers after each phase")
     add("--max-in-flight", type=int, default=2000)
     add("--msg-bytes", type=int, default=300, help="ceiling message size")
@@ -271,11 +260,10 @@ def main() -> int:
             local = Settings(data_dir=str(tmp), kafka_port=args.port, kafka_controller_port=args.port + 1)
             (broker := LocalBroker(local)).start()
             bootstrap = local.bootstrap
-        prefix = "pb" + uuid.uuid4().hex[:10]
-        settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=prefix, partitions=args.partitions)
-        settings = settings.with_overrides(data_dir=str(tmp / "sluice"), reply_timeout_s=180.0)
+        settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=args.partitions)
+        settings = settings.with_overrides(topic_prefix="pb" + uuid.uuid4().hex[:10])  # fresh topics and groups
         asyncio.run(create_topics(settings, (*TOPICS, TopicSpec("ceiling", "none", "raw produce/consume ceiling"))))
-        print(f"broker {bootstrap}, prefix {prefix}: measuring the ceiling", file=sys.stderr)
+        print(f"broker {bootstrap}, prefix {settings.topic_prefix}: measuring the ceiling", file=sys.stderr)
         ceiling = asyncio.run(run_ceiling(settings, args))
         print("starting the all-roles worker; measuring exact hits", file=sys.stderr)
         worker, log = start_worker(settings, tmp)

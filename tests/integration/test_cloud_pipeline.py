@@ -3,6 +3,7 @@ retries, and the fallback chain ending at the local model when the provider keep
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,36 @@ async def test_cloud_answers_are_priced_and_failures_fall_back_to_local(settings
     seen = sim.seen("openai")
     assert all(r.headers["authorization"] == "Bearer sk-test-123" for r in seen)
     assert "sk-test-123" not in worker.log.read_text()  # keys never reach the logs
+
+
+async def test_interactive_requests_spill_to_the_cloud_when_the_local_queue_is_long(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await create_topics(settings)
+    async with ProviderSim() as sim:
+        tiers = write_tiers(tmp_path / "tiers-spill.yaml", knob=0.0, openai_base_url=sim.openai_base_url)
+        env = {"SLUICE_TIERS_FILE": str(tiers), "SLUICE_SPILL_BACKLOG": "3", "SLUICE_BREAKER_ENABLED": "false"}
+        worker = start_worker(settings, tmp_path, name="spill", env=env)
+        try:
+            async with SluiceClient(settings) as client:
+                await client.submit(make_request("Warm up.", tenant="acme", session="w", max_tokens=4), 180)
+                futures = []
+                for i in range(24):  # ~6/s: faster than one CPU instance generates 64 tokens
+                    batch = i % 4 == 3
+                    request = make_request(
+                        f"Write a long story number {i}.",
+                        tenant="acme",
+                        session=f"s{i}",
+                        max_tokens=64,
+                        priority="batch" if batch else "interactive",
+                    )
+                    futures.append((batch, await client.send(request)))
+                    await asyncio.sleep(0.15)
+                answers = [(batch, await asyncio.wait_for(f, 300)) for batch, f in futures]
+        finally:
+            worker.stop()
+    spilled = [a for batch, a in answers if a.route.get("reason") == "spill"]
+    assert spilled, [a.route.get("reason") for _, a in answers]
+    assert all(a.tier == "cloud" and a.route["tier"] == "cloud-frontier" for a in spilled)
+    assert all(a.tier == "local" for batch, a in answers if batch)  # batch waits for the local tier
+    assert all(a.status == "ok" for _, a in answers)
