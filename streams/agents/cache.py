@@ -12,7 +12,7 @@ from typing import Any
 
 import faust
 
-from streams.agents.emit import emit, source_of
+from streams.agents.emit import emit, emit_acked, source_of
 from streams.app import raw_topic
 from streams.lag import BacklogMonitor
 from streams.settings import Settings
@@ -42,7 +42,7 @@ def register(app: faust.App, settings: Settings) -> LookupStage:
     @app.agent(raw_topic(app, settings.topic("results")), name="complete")
     async def complete_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await complete.handle(event.value, source_of(event), partial(emit, app))
+            await complete.handle(event.value, source_of(event), partial(emit_acked, app))
 
     @app.timer(1.0)
     async def refresh_backlog() -> None:

@@ -1,4 +1,10 @@
-"""Sending a stage's output from inside an agent, waiting for the broker's acknowledgement."""
+"""Sending a stage's output from inside an agent.
+
+``emit`` hands messages to the producer's buffer and returns: Faust flushes the producer before it commits
+the input offsets, so an output is on the broker before its input counts as done (at-least-once) without a
+broker round trip per event. ``emit_acked`` waits for the acknowledgement; the stages that must order a
+send before a table write (complete, meter) use it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,12 @@ from streams.stages.outgoing import Outgoing, Source
 
 
 async def emit(app: faust.App, messages: Iterable[Outgoing]) -> None:
-    """Send all messages, then wait until Kafka has them: the input offset is acked only afterwards."""
+    for m in messages:
+        await app.send(m.topic, key=m.key, value=m.value)
+
+
+async def emit_acked(app: faust.App, messages: Iterable[Outgoing]) -> None:
+    """Send all messages, then wait until Kafka has them."""
     futures = [await app.send(m.topic, key=m.key, value=m.value) for m in messages]
     if futures:
         await asyncio.gather(*futures)

@@ -8,7 +8,7 @@ from typing import Any
 import faust
 
 from schemas.records import now_ms
-from streams.agents.emit import emit, source_of
+from streams.agents.emit import emit, emit_acked, source_of
 from streams.app import raw_topic
 from streams.policy.token_count import count_tokens
 from streams.settings import Settings
@@ -30,7 +30,7 @@ def register(app: faust.App, settings: Settings) -> MeterStage:
     @app.agent(raw_topic(app, settings.topic("responses")), name="meter")
     async def meter_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await stage.handle(event.value, source_of(event), partial(emit, app))
+            await stage.handle(event.value, source_of(event), partial(emit_acked, app))
 
     @app.timer(settings.costs_interval_s)
     async def publish_costs() -> None:
