@@ -72,23 +72,38 @@ async def test_usage_is_counted_once_even_across_a_meter_restart(settings: Setti
     assert "<svg" in (tmp_path / "report.html").read_text()
 
 
-async def test_a_looping_agent_trips_its_session_breaker(settings: Settings, tmp_path: Path) -> None:
+async def test_a_looping_agent_trips_its_session_breaker_then_recovers(settings: Settings, tmp_path: Path) -> None:
     await create_topics(settings)
-    worker = start_worker(settings, tmp_path, "admit", "cache", "local", name="loop")
+    env = {"SLUICE_BREAKER_COOLDOWN_S": "3"}
+    worker = start_worker(settings, tmp_path, "admit", "cache", "local", "meter", name="loop", env=env)
     try:
         async with SluiceClient(settings) as client:
             loop = [make_request("Try again.", tenant="acme", session="agent-7", max_tokens=4) for _ in range(50)]
             futures = [await client.send(r) for r in loop]  # 50 in well under 10 s
             answers = await asyncio.wait_for(asyncio.gather(*futures), 180)
             other = await client.submit(make_request("Hello", tenant="acme", session="agent-8", max_tokens=4), 120)
+            await asyncio.sleep(3.5)  # the cooldown passes: one probe is let through
+            probe = await client.submit(make_request("Status?", tenant="acme", session="agent-7", max_tokens=4), 120)
+            # The probe's usage reaches the admit owner (via the meter) and closes the breaker; until then other
+            # requests of the session are refused while the probe is out.
+            for attempt in range(20):
+                await asyncio.sleep(1.0)
+                after = await client.submit(
+                    make_request(f"Go on ({attempt}).", tenant="acme", session="agent-7", max_tokens=4), 120
+                )
+                if after.status == "ok":
+                    break
     finally:
         worker.stop()
     reasons = [a.reason for a in answers]
     assert all(a.status == "ok" for a in answers[:7])
     assert reasons[7:] == ["breaker"] * 43  # the default trips on the 8th identical prompt in a row
     assert other.status == "ok"  # other sessions are untouched
-    control = await read_topic(settings, settings.topic("control"), until=1, timeout_s=20)
-    assert control[0]["session"] == "agent-7" and control[0]["state"] == "open" and control[0]["reason"] == "repeat"
+    assert probe.status == "ok" and after.status == "ok", (probe.reason, after.reason)
+    control = await read_topic(settings, settings.topic("control"), until=3, timeout_s=20)
+    states = [(e["state"], e.get("reason")) for e in control if e.get("session") == "agent-7"]
+    assert states[0] == ("open", "repeat")
+    assert [s for s, _ in states] == ["open", "half_open", "closed"]
 
 
 async def test_fifty_concurrent_requests_at_a_nearly_spent_budget(settings: Settings, tmp_path: Path) -> None:
