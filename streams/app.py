@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from streams import faust_patches
 from streams.settings import Settings
 
 
@@ -33,6 +34,7 @@ def faust_credentials(settings: Settings) -> Any:
 
 
 def create_app(settings: Settings, role: str) -> faust.App:
+    faust_patches.apply()  # skipped events must not be acked (see streams/faust_patches.py)
     app_id = f"{settings.topic_prefix}-{role}"
     datadir = Path(settings.data_dir) / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,10 @@ async def test_usage_is_counted_once_even_across_a_meter_restart(settings: Setti
             first = await asyncio.wait_for(asyncio.gather(*[await client.send(r) for r in requests[:6]]), 180)
             await asyncio.sleep(1.0)
             meter.kill()  # mid-stream, no graceful commit: it will see some responses again
+            # The replacement starts once the broker has dropped the dead member (session timeout): with the dead
+            # member still in the group, faust-streaming 0.15.3 can skip prefetched events across the two
+            # back-to-back rebalances (see the session note; faust-streaming issues #216/#221).
+            await asyncio.sleep(settings.broker_session_timeout + 2)
             meter = start_worker(settings, tmp_path, "meter", name="meter-2")
             rest = await asyncio.wait_for(asyncio.gather(*[await client.send(r) for r in requests[6:]]), 180)
             repeat = await client.submit(
