@@ -6,6 +6,7 @@ record and metrics) and whatever identifying fields could be read, so the reques
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from schemas.records import (
     ROLES,
     SCHEMA_VERSION,
     CachePurge,
+    Cancel,
+    Chunk,
+    Decision,
     Job,
     Message,
     Request,
@@ -26,6 +30,9 @@ from schemas.records import (
 )
 
 _NAME_MAX = 256  # tenant, session, id, reply_to
+# Deeper metadata would parse but could not be re-encoded inside a job (orjson.dumps stops at 254 levels).
+_METADATA_MAX_DEPTH = 32
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")  # what Kafka accepts as a topic name
 
 
 class InvalidMessage(ValueError):
@@ -119,6 +126,9 @@ def parse_request(raw: bytes, limits: Limits = Limits()) -> Request:
     tenant = _str(data, "tenant", required=True, partial=partial)
     session = _str(data, "session", required=True, partial=partial)
     reply_to = _str(data, "reply_to", required=False, partial=partial)
+    if reply_to is not None and (not _TOPIC_NAME.fullmatch(reply_to) or reply_to in (".", "..")):
+        partial.pop("reply_to", None)  # not a topic anyone could read: the rejection goes to responses only
+        raise InvalidMessage("wrong_type:reply_to", "'reply_to' must be a Kafka topic name", partial)
     prompt = data.get("prompt")
     messages: tuple[Message, ...] = ()
     if prompt is not None and not isinstance(prompt, str):
@@ -141,9 +151,14 @@ def parse_request(raw: bytes, limits: Limits = Limits()) -> Request:
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InvalidMessage("wrong_type:metadata", "'metadata' must be an object", partial)
+    if _depth(metadata) > _METADATA_MAX_DEPTH:
+        raise InvalidMessage("too_deep:metadata", f"'metadata' nests deeper than {_METADATA_MAX_DEPTH}", partial)
     cache, refresh = data.get("cache", True), data.get("cache_refresh", False)
     if not isinstance(cache, bool) or not isinstance(refresh, bool):
         raise InvalidMessage("wrong_type:cache", "'cache' and 'cache_refresh' must be booleans", partial)
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidMessage("wrong_type:stream", "'stream' must be a boolean", partial)
     created_at = data.get("created_at")
     if not isinstance(created_at, int) or isinstance(created_at, bool) or created_at <= 0:
         created_at = now_ms()
@@ -160,7 +175,19 @@ def parse_request(raw: bytes, limits: Limits = Limits()) -> Request:
         created_at=created_at,
         cache=cache,
         cache_refresh=refresh,
+        stream=stream,
     )
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (iterative: hostile input must not exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def request_from_dict(data: dict[str, Any]) -> Request:
@@ -184,6 +211,8 @@ def parse_lookup(raw: bytes) -> Job | CachePurge:
 
 
 def job_from_dict(data: dict[str, Any]) -> Job:
+    if not isinstance(data, dict):
+        raise InvalidMessage("malformed_job", f"a job must be an object, got {type(data).__name__}")
     if data.get("v") != SCHEMA_VERSION:
         raise InvalidMessage("unknown_version", f"job schema version {data.get('v')!r} is not supported")
     try:
@@ -195,7 +224,7 @@ def job_from_dict(data: dict[str, Any]) -> Job:
             route=dict(data.get("route") or {}),
             admitted_at=int(data.get("admitted_at") or now_ms()),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, InvalidMessage):
             raise
         raise InvalidMessage("malformed_job", str(exc)) from None
@@ -207,7 +236,7 @@ def parse_result(raw: bytes) -> Result:
         raise InvalidMessage("unknown_version", f"result schema version {data.get('v')!r} is not supported")
     try:
         return Result(job=job_from_dict(data["job"]), response=Response.from_dict(data["response"]))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, InvalidMessage):
             raise
         raise InvalidMessage("malformed_result", str(exc)) from None
@@ -217,5 +246,49 @@ def parse_response(raw: bytes) -> Response:
     data = _load_object(raw, 1 << 62)
     try:
         return Response.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # e.g. "usage": [] has no .get
         raise InvalidMessage("malformed_response", str(exc)) from None
+
+
+def parse_decision(raw: bytes) -> Decision:
+    """A ``sluice.decisions`` record (``sluice replay`` reads them); unknown versions are refused."""
+    data = _load_object(raw, 1 << 62)
+    if data.get("v") != SCHEMA_VERSION:
+        raise InvalidMessage("unknown_version", f"decision schema version {data.get('v')!r} is not supported")
+    try:
+        return Decision.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidMessage("malformed_decision", str(exc)) from None
+
+
+def parse_chunk(raw: bytes) -> Chunk:
+    """A ``sluice.chunks`` (or ``reply_to``) record of a streamed reply."""
+    data = _load_object(raw, 1 << 62)
+    if data.get("type") != "chunk":
+        raise InvalidMessage("not_a_chunk", "record has no type 'chunk'")
+    if data.get("v") != SCHEMA_VERSION:
+        raise InvalidMessage("unknown_version", f"chunk schema version {data.get('v')!r} is not supported")
+    rid, seq, text = data.get("id"), data.get("seq"), data.get("text")
+    if not isinstance(rid, str) or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise InvalidMessage("malformed_chunk", "a chunk needs a string id and an integer seq >= 0")
+    if not isinstance(text, str):
+        raise InvalidMessage("malformed_chunk", "a chunk's text must be a string")
+    return Chunk(
+        id=rid,
+        seq=seq,
+        text=text,
+        tenant=str(data.get("tenant") or ""),
+        session=str(data.get("session") or ""),
+        created_at=int(data.get("created_at") or 0),
+    )
+
+
+def parse_cancel(raw: bytes) -> Cancel:
+    """A ``sluice.cancel`` command."""
+    data = _load_object(raw, 1 << 62)
+    rid = data.get("id")
+    if data.get("type") != "cancel" or not isinstance(rid, str) or not rid:
+        raise InvalidMessage("malformed_cancel", "a cancel needs type 'cancel' and a string id")
+    if data.get("v") != SCHEMA_VERSION:
+        raise InvalidMessage("unknown_version", f"cancel schema version {data.get('v')!r} is not supported")
+    return Cancel(id=rid, reason=str(data.get("reason") or "cancelled"), at=int(data.get("at") or 0))

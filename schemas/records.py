@@ -16,7 +16,7 @@ import orjson
 SCHEMA_VERSION = 1
 
 Priority = Literal["interactive", "batch"]
-Status = Literal["ok", "rejected", "error"]
+Status = Literal["ok", "rejected", "error", "cancelled"]
 Tier = Literal["cache", "local", "cloud", "none"]
 PRIORITIES: tuple[str, ...] = ("interactive", "batch")
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
@@ -62,6 +62,7 @@ class Request:
     created_at: int = field(default_factory=now_ms)
     cache: bool = True  # False: never answer from (or store into) the cache
     cache_refresh: bool = False  # True: skip cached answers, compute afresh and replace the entry
+    stream: bool = False  # True: tokens also arrive as Chunk records (sluice.chunks, reply_to) before the response
     v: int = SCHEMA_VERSION
 
     def chat(self) -> list[Message]:
@@ -86,6 +87,8 @@ class Request:
             del d["cache"]
         if not self.cache_refresh:
             del d["cache_refresh"]
+        if not self.stream:
+            del d["stream"]
         return d
 
 
@@ -218,3 +221,84 @@ class DeadLetter:
 def dumps(record: Request | Response | Job | Result | CachePurge | DeadLetter | dict[str, Any]) -> bytes:
     data = record if isinstance(record, dict) else record.to_dict()
     return orjson.dumps(data)
+
+
+DECISION_STAGES: tuple[str, ...] = ("admit", "tenant_budget", "lookup", "local", "cloud", "meter")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One stage's verdict on one request, on ``sluice.decisions`` (key: request id): the audit trail, and the
+    input of ``sluice replay``. ``data`` holds the stage's facts (docs/topics.md); never API keys, and no prompt
+    text for tenants in ``SLUICE_REDACT_PROMPT_TENANTS``."""
+
+    id: str
+    stage: str  # one of DECISION_STAGES
+    verdict: str  # admit: admitted|rejected|deadletter; lookup: exact|coalesced|semantic|miss; tiers: ok|error
+    tenant: str = ""
+    session: str = ""
+    reason: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    at: int = field(default_factory=now_ms)
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "id": self.id,
+            "stage": self.stage,
+            "verdict": self.verdict,
+            "tenant": self.tenant,
+            "session": self.session,
+            "reason": self.reason,
+            "at": self.at,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Decision:
+        return cls(
+            id=str(d["id"]),
+            stage=str(d["stage"]),
+            verdict=str(d.get("verdict") or ""),
+            tenant=str(d.get("tenant") or ""),
+            session=str(d.get("session") or ""),
+            reason=d.get("reason"),
+            data=dict(d.get("data") or {}),
+            at=int(d.get("at") or 0),
+            v=int(d.get("v", SCHEMA_VERSION)),
+        )
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Part of a streamed reply, on ``sluice.chunks`` (key: request id) and ``reply_to``: ``seq`` counts from 0
+    per request id; the final ``Response`` (on ``sluice.responses``) follows and carries usage and cost. A chunk
+    is never metered. Redelivery may repeat chunks: keep the first per (id, seq)."""
+
+    id: str
+    seq: int
+    text: str
+    tenant: str = ""
+    session: str = ""
+    created_at: int = field(default_factory=now_ms)
+    type: str = "chunk"
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop generating for a request (its streamed consumer went away), on ``sluice.cancel`` (key: request id).
+    Every worker process reads all of it, without a consumer group."""
+
+    id: str
+    reason: str = "client_disconnected"
+    at: int = field(default_factory=now_ms)
+    type: str = "cancel"
+    v: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

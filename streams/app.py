@@ -8,6 +8,7 @@ reason instead of failing inside Faust's deserializer.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,38 @@ def faust_credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
+def idempotent_producers() -> None:
+    """Make Faust's producers idempotent (faust-streaming enables it only inside transactions). With acks=all, a
+    send retried after a lost acknowledgement (a leader failover, a broker restart) is then written once, not
+    twice, and in order."""
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.Producer._settings_extra
+    if getattr(original, "sluice_idempotent", False):
+        return
+
+    def settings_extra(self: Any) -> Any:
+        return {**original(self), "enable_idempotence": True}
+
+    settings_extra.sluice_idempotent = True  # type: ignore[attr-defined]
+    driver.Producer._settings_extra = settings_extra
+
+
+def quiet_library_debug(settings: Settings) -> None:
+    """Faust's worker sets the root logger to DEBUG (for its terminal spinner), so every ``log.debug`` in Faust and
+    mode (one per message sent) builds a record, and the redaction factory scrubs it, only for the handler to
+    drop it: a quarter of a busy worker's CPU. Their loggers get the configured level: what is printed is the
+    same, records below it are never made."""
+    level = logging.getLevelName(settings.log_level.upper())
+    if isinstance(level, int) and level > logging.DEBUG:
+        for name in ("faust", "mode"):
+            logging.getLogger(name).setLevel(level)
+
+
 def create_app(settings: Settings, role: str) -> faust.App:
     faust_patches.apply()  # skipped events must not be acked (see streams/faust_patches.py)
+    quiet_library_debug(settings)
+    idempotent_producers()
     app_id = f"{settings.topic_prefix}-{role}"
     datadir = Path(settings.data_dir) / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)

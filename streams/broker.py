@@ -90,8 +90,8 @@ class LocalBroker:
         log4j = self.kafka_dir / "log4j2.properties"
         return [
             java,
-            "-Xms256m",
-            "-Xmx512m",
+            f"-Xms{min(256, self.settings.kafka_heap_mb)}m",
+            f"-Xmx{self.settings.kafka_heap_mb}m",
             f"-Dlog4j2.configurationFile={log4j}",
             f"-Dkafka.logs.dir={self.home}",
             "-cp",
@@ -129,6 +129,17 @@ class LocalBroker:
         if self.running_pid() is not None:
             wait_ready(self.settings, timeout_s)
             return False
+        proc = self.launch()
+        try:
+            wait_ready(self.settings, timeout_s, proc=proc)
+        except BrokerError:
+            self.stop()
+            raise
+        return True
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Write the config, format the log directory once and start the JVM, without waiting for it (the
+        nodes of a cluster only become ready together: see streams/cluster.py)."""
         ensure_jars(self.kafka_dir)
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
@@ -143,12 +154,7 @@ class LocalBroker:
                 start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
-        try:
-            wait_ready(self.settings, timeout_s, proc=proc)
-        except BrokerError:
-            self.stop()
-            raise
-        return True
+        return proc
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop our broker (SIGTERM, then SIGKILL); True if one was running."""

@@ -19,12 +19,12 @@ def _settings() -> Settings:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from streams.broker import LocalBroker
+    from streams.cluster import start_local_kafka
     from streams.roles import ROLES, run_worker
     from streams.topics import create_topics
 
     settings = _settings()
-    if LocalBroker(settings).start():
+    if start_local_kafka(settings):
         print(f"started Kafka at {settings.bootstrap}", file=sys.stderr)
     asyncio.run(create_topics(settings))
     roles = args.role or list(ROLES)
@@ -42,6 +42,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from streams.client import SluiceClient, make_request
+    from streams.streaming_client import print_stream
 
     settings = _settings()
     metadata = {"feature": args.feature} if args.feature else {}
@@ -57,14 +58,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
     async def go() -> int:
         async with SluiceClient(settings) as client:
             try:
-                response = await client.submit(request, timeout=args.timeout)
+                if args.stream:  # tokens to stdout as they arrive, then the facts below
+                    response = await print_stream(client, request, args.timeout, echo=not args.json)
+                else:
+                    response = await client.submit(request, timeout=args.timeout)
             except TimeoutError:
                 print(f"no reply for {request.id} within {args.timeout or settings.reply_timeout_s}s", file=sys.stderr)
                 return 2
         if args.json:
             print(orjson.dumps(response.to_dict()).decode())
         elif response.status == "ok":
-            print(response.text)
+            print("" if args.stream else response.text)
             print(
                 f"[{response.tier} · {response.model} · {response.usage.prompt_tokens}+"
                 f"{response.usage.completion_tokens} tokens · ${response.cost_usd:.6f} · {response.latency_ms:.0f} ms]",
@@ -92,12 +96,16 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from streams.broker import LocalBroker
+    from streams.cluster import broker_command, discover_nodes
 
     settings = _settings()
     broker = LocalBroker(settings)
     if settings.uses_external_cluster:
         print(f"KAFKA_BOOTSTRAP={settings.bootstrap}: using that cluster, nothing to {args.action}")
         return 0
+    nodes = args.nodes or settings.kafka_nodes
+    if nodes > 1 or (args.action != "start" and not args.nodes and discover_nodes(settings) > 1):
+        return broker_command(settings, args.action, args.nodes)
     if args.action == "start":
         started = broker.start()
         print(("started" if started else "already running") + f" at {settings.bootstrap} (log: {broker.log_file})")
@@ -161,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--feature", help="metadata.feature, for cost attribution")
     submit.add_argument("--timeout", type=float, default=None, help="seconds to wait (default SLUICE_REPLY_TIMEOUT_S)")
     submit.add_argument("--json", action="store_true", help="print the whole response record as JSON")
+    submit.add_argument("--stream", action="store_true", help="print the tokens as they are generated")
     submit.set_defaults(func=cmd_submit)
 
     topics = sub.add_parser("topics", help="create or list Sluice's topics")
@@ -184,14 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingress.register(sub)
     backfill.register(sub)
+    from streams.replay import command as replay_command
+
+    replay_command.register(sub)
     top.register(sub)
 
     evaluate = sub.add_parser("eval", help="offline evaluation on labelled data")
     eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
     _register_evals(eval_sub)
 
-    broker = sub.add_parser("broker", help="the local single-node KRaft broker (ignored with KAFKA_BOOTSTRAP)")
+    broker = sub.add_parser(
+        "broker", help="the local KRaft broker, or a local cluster with --nodes N (ignored with KAFKA_BOOTSTRAP)"
+    )
     broker.add_argument("action", choices=("start", "stop", "status"))
+    broker.add_argument(
+        "--nodes", type=int, default=None, help="a local KRaft cluster of N broker+controller nodes (see README)"
+    )
     broker.set_defaults(func=cmd_broker)
     return parser
 
@@ -203,10 +220,22 @@ def _register_evals(eval_sub: argparse._SubParsersAction) -> None:
     router_eval.register(eval_sub)
 
 
+def _install_log_redaction() -> None:
+    """Keys and prompt text never reach the logs (SLUICE_LOG_REDACT); broken settings still get the default (on)."""
+    from streams.logging_setup import install
+
+    try:
+        settings = _settings()
+    except ValueError:
+        settings = Settings()
+    install(settings)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    _install_log_redaction()
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `sluice report | head`: the reader left; not an error of ours

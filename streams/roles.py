@@ -37,6 +37,9 @@ def build_apps(settings: Settings, roles: list[str]) -> list[faust.App]:
 
 def run_worker(settings: Settings, roles: list[str]) -> None:
     """Run the roles' apps in this process until SIGINT/SIGTERM (blocks)."""
+    from streams.logging_setup import install
+
+    install(settings)  # before the apps log anything (idempotent: the CLI may have installed it already)
     apps = build_apps(settings, roles)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     worker = faust.Worker(

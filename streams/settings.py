@@ -7,6 +7,7 @@ settings explicitly and nothing hides a surprise ``os.environ`` lookup.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -30,6 +31,12 @@ class Settings:
     topic_prefix: str = "sluice"
     partitions: int = 4
     replication_factor: int = 1
+    # Topics get min.insync.replicas = this (0: replication_factor - 1, at most 2) when replication_factor > 1.
+    min_insync_replicas: int = 0
+    # Local cluster (`sluice broker start --nodes N`): node i listens on kafka_port + 2i, its controller on
+    # kafka_controller_port + 2i; clients bootstrap from every node. The JVM heap of each local broker node.
+    kafka_nodes: int = 1
+    kafka_heap_mb: int = 512
     # Kafka security, passed through to every client (PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL).
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str = ""
@@ -103,11 +110,20 @@ class Settings:
     # How long ``sluice submit`` and the client wait for a reply.
     reply_timeout_s: float = 120.0
     log_level: str = "warning"
+    # Scrub API keys, tokens, passwords and prompt text from every log record (streams/logging_setup.py).
+    log_redact: bool = True
+
+    # Decision audit trail on sluice.decisions (streams/stages/decisions.py) and its retention.
+    decisions_enabled: bool = True
+    decisions_retention_ms: int = 7 * 24 * 3600 * 1000
+    redact_prompt_tenants: str = ""  # comma-separated: decisions hold a hash and length, never the prompt text
 
     @property
     def bootstrap(self) -> str:
         """The bootstrap servers clients connect to (the local broker when none is configured)."""
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return ",".join(f"127.0.0.1:{self.kafka_port + 2 * i}" for i in range(max(1, self.kafka_nodes)))
 
     @property
     def uses_external_cluster(self) -> bool:
@@ -131,6 +147,15 @@ class Settings:
             opts["ssl_context"] = ctx
         return opts
 
+    @property
+    def effective_min_insync_replicas(self) -> int:
+        """min.insync.replicas for Sluice's topics: with acks=all, a write survives the loss of all but this many
+        replicas, and is refused (not silently under-replicated) when fewer are in sync."""
+        if self.replication_factor <= 1:
+            return 1
+        wanted = self.min_insync_replicas or min(2, self.replication_factor - 1)
+        return max(1, min(wanted, self.replication_factor))
+
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -148,6 +173,16 @@ class Settings:
             values[f.name] = _coerce(f.name, f.type, raw)
         values.update(overrides)
         return cls(**values)
+
+
+_SECRET_NAME = re.compile(r"(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$")
+
+
+def secret_env_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """Values of environment variables named like secrets (``OPENAI_API_KEY``, ``*_TOKEN``, ``*_PASSWORD``...):
+    provider keys are read from variables the tiers file names, so the log redactor scrubs all such values."""
+    env = os.environ if env is None else env
+    return [value for name, value in env.items() if _SECRET_NAME.search(name) and len(value.strip()) >= 8]
 
 
 def _coerce(name: str, type_name: Any, raw: str) -> Any:

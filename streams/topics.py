@@ -27,6 +27,13 @@ class TopicSpec:
     doc: str
     configs: dict[str, str] = field(default_factory=dict)
     partitions: int | None = None  # None: Settings.partitions
+    retention_setting: str = ""  # a Settings field holding this topic's retention.ms (e.g. decisions_retention_ms)
+
+    def topic_configs(self, settings: Settings) -> dict[str, str]:
+        configs = dict(self.configs)
+        if self.retention_setting:
+            configs["retention.ms"] = str(int(getattr(settings, self.retention_setting)))
+        return configs
 
     def full_name(self, settings: Settings) -> str:
         if "{prefix}" in self.name:
@@ -46,6 +53,24 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("usage", "session", "one priced usage record per request id (the meter's output)"),
     TopicSpec("costs", "dimension:value:window:instance", "cost aggregates per tenant/session/tier/feature"),
     TopicSpec("control", "session", "breaker state changes and budget alerts (compacted)", COMPACTED),
+    TopicSpec(
+        "chunks",
+        "request id",
+        "ordered parts of streamed replies (never metered; the final response follows on responses)",
+        configs={"retention.ms": str(3600 * 1000)},
+    ),
+    TopicSpec(
+        "cancel",
+        "request id",
+        "stop generating a streamed reply whose consumer left (every worker reads all of it, no group)",
+        configs={"retention.ms": str(600 * 1000)},
+    ),
+    TopicSpec(
+        "decisions",
+        "request id",
+        "every stage's verdict per request: the audit trail and replay's input",
+        retention_setting="decisions_retention_ms",
+    ),
     TopicSpec(
         "deadletter",
         "source message key (or none)",
@@ -73,10 +98,17 @@ def new_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> lis
             name=spec.full_name(settings),
             num_partitions=spec.partitions or settings.partitions,
             replication_factor=settings.replication_factor,
-            topic_configs=dict(spec.configs),
+            topic_configs=_replication_configs(settings) | spec.topic_configs(settings),
         )
         for spec in specs
     ]
+
+
+def _replication_configs(settings: Settings) -> dict[str, str]:
+    """With replicas, an acks=all write must reach ``min.insync.replicas`` of them (see README, clusters)."""
+    if settings.replication_factor <= 1:
+        return {}
+    return {"min.insync.replicas": str(settings.effective_min_insync_replicas)}
 
 
 async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[str]:

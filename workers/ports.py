@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +33,24 @@ class LocalModel(Protocol):
     def generate(self, messages: Sequence[Message], max_tokens: int) -> Completion: ...
 
     def close(self) -> None: ...
+
+
+OnText = Callable[[str], None]  # receives each new piece of text, on the generating thread
+Cancelled = Callable[[], bool]  # polled between tokens: True stops generation early
+
+
+@runtime_checkable
+class StreamingLocalModel(LocalModel, Protocol):
+    """A local model that can hand out its tokens while generating (blocking, like ``generate``).
+
+    ``stream`` calls ``on_text`` with each new piece and polls ``cancelled`` between tokens; when it returns
+    True generation stops and the completion has ``finish_reason == "cancelled"`` and the tokens produced so
+    far. Usage must equal what ``generate`` reports for the same output (metering must not depend on streaming).
+    """
+
+    def stream(
+        self, messages: Sequence[Message], max_tokens: int, on_text: OnText, cancelled: Cancelled
+    ) -> Completion: ...
 
 
 class Embedder(Protocol):

@@ -69,8 +69,9 @@ def build_request(
     """Translate an OpenAI chat request (plus Sluice's extra fields) into a Sluice request; the model asked for."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    if body.get("stream"):
-        raise ApiError(400, "streaming not supported yet: send stream=false", param="stream", code="unsupported")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream must be a boolean", param="stream")
     if body.get("n") not in (None, 1):
         raise ApiError(400, "only n=1 is supported", param="n", code="unsupported")
     if body.get("tools") or body.get("functions"):
@@ -122,6 +123,7 @@ def build_request(
         metadata=metadata,
         cache=cache not in (False, "off", "false", "no"),
         cache_refresh=bool(refresh),
+        stream=stream,
     )
     return request, model
 

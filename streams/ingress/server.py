@@ -21,6 +21,7 @@ from streams.ingress import dashboard
 from streams.ingress.keys import ApiKey, KeyMap
 from streams.ingress.metrics import Feeds, Telemetry
 from streams.ingress.openai_api import ApiError, build_request, completion_body, rejection, sluice_headers
+from streams.ingress.sse import include_usage, stream_reply
 from streams.settings import Settings
 from streams.tiers import TierConfig, TierConfigWatcher, load_tiers
 
@@ -52,7 +53,7 @@ class Ingress:
             raise ApiError(401, msg, code="invalid_api_key")
         return key
 
-    async def chat_completions(self, request: web.Request) -> web.Response:
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         key = self.authenticate(request)
         try:
             body = await request.json()
@@ -61,6 +62,8 @@ class Ingress:
         sluice_request, model = build_request(body, key, request.headers, self.tiers(), self.settings)
         assert self.client is not None, "the ingress has no Kafka client"
         timeout = self.timeout_s or self.settings.reply_timeout_s
+        if sluice_request.stream:  # server-sent events (streams/ingress/sse.py)
+            return await stream_reply(self, request, sluice_request, model, include_usage(body), timeout)
         try:
             response = await self.client.submit(sluice_request, timeout)
         except TimeoutError:

@@ -21,6 +21,7 @@ from schemas.records import Job, Request, Response, dumps
 from streams.policy.admission import AdmissionLimits, TenantLimits, admit
 from streams.policy.cache_key import dedup_key
 from streams.settings import Settings
+from streams.stages.decisions import DecisionTrail
 from streams.stages.guard import SessionGuard
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 from streams.stages.tenant_budget import forward_job, forward_usage
@@ -40,23 +41,27 @@ class AdmitStage:
         self.reply_topic_exists = reply_topic_exists or _any_topic
         self.guard = guard
         self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
+        self.trail = DecisionTrail(settings)
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
         try:
             request = parse_request(raw, self.limits)
         except InvalidMessage as exc:
             return await self._invalid(raw, source, exc)
-        reply_ok = request.reply_to is None or await self.reply_topic_exists(request.reply_to)
+        reply_ok = request.reply_to is None or await self._reply_ok(request.reply_to)
         verdict = admit(request, self.admission.for_tenant(request.tenant), reply_topic_ok=reply_ok)
         if not verdict.admitted:
             reason = verdict.reason or "rejected"
             self.counts[f"rejected:{reason}"] += 1
             # An unknown reply_to cannot be written to: the rejection goes to sluice.responses only.
             reply_to = request.reply_to if reply_ok else None
-            return response_messages(Response.rejected(request, reason), self._topic("responses"), reply_to)
+            decided = self.trail.admit(request, "rejected", reason)
+            return response_messages(Response.rejected(request, reason), self._topic("responses"), reply_to) + decided
+        requested_max_tokens = request.max_tokens
         if verdict.max_tokens != request.max_tokens:
             request = _with_max_tokens(request, verdict.max_tokens)
         events: list[Outgoing] = []
+        guarded = None
         if self.guard is not None:
             guarded, events = self.guard.admit(request)
             if not guarded.allow:
@@ -65,7 +70,10 @@ class AdmitStage:
                 response = Response.rejected(request, reason)
                 if guarded.detail:
                     response = _with_route(response, {"detail": guarded.detail})
-                return events + response_messages(response, self._topic("responses"), request.reply_to)
+                decided = self.trail.admit(
+                    request, "rejected", reason, requested_max_tokens=requested_max_tokens, guard=guarded
+                )
+                return events + response_messages(response, self._topic("responses"), request.reply_to) + decided
         params = {"max_tokens": verdict.max_tokens}
         key = dedup_key(request.tenant, request.chat(), params)
         route_info: dict[str, Any] = {"notes": list(verdict.notes)} if verdict.notes else {}
@@ -73,9 +81,13 @@ class AdmitStage:
             route_info["feature"] = request.feature  # carried to the response for cost attribution
         job = Job(request=request, tier="", key=key, route=route_info)
         self.counts["admitted"] += 1
-        if request.tenant in self.tenant_budgets:  # a tenant-wide budget: its single writer decides first
-            return [*events, forward_job(self.settings, request.tenant, job.to_dict())]
-        return [*events, Outgoing(self._topic("lookup"), key.encode(), dumps(job))]
+        budgeted = request.tenant in self.tenant_budgets
+        decided = self.trail.admit(
+            request, "admitted", requested_max_tokens=requested_max_tokens, guard=guarded, tenant_budget=budgeted
+        )
+        if budgeted:  # a tenant-wide budget: its single writer decides first
+            return [*events, forward_job(self.settings, request.tenant, job.to_dict()), *decided]
+        return [*events, Outgoing(self._topic("lookup"), key.encode(), dumps(job)), *decided]
 
     async def settle(self, raw: bytes) -> list[Outgoing]:
         """A ``sluice.usage`` record: settle its session's reservation (idempotent per request id)."""
@@ -105,13 +117,20 @@ class AdmitStage:
                 reason=exc.reason,
             )
             reply_to = partial.get("reply_to")
-            if reply_to and not await self.reply_topic_exists(reply_to):
+            if reply_to and not await self._reply_ok(reply_to):
                 reply_to = None
             out.extend(response_messages(rejected, self._topic("responses"), reply_to))
-        return out
+        return out + self.trail.dead_letter(request_id, exc.partial, exc.reason)
 
     def _topic(self, name: str) -> str:
         return self.settings.topic(name)
+
+    async def _reply_ok(self, name: str) -> bool:
+        """An existing topic that is not Sluice's own: a reply_to naming an internal topic (or a table's
+        changelog) would let a requester inject records there, e.g. forged usage that settles budgets."""
+        prefix = self.settings.topic_prefix
+        internal = name.startswith((f"{prefix}.", f"{prefix}-", "__")) and name != self._topic("responses")
+        return not internal and await self.reply_topic_exists(name)
 
 
 def load_tenant_limits(settings: Settings) -> tuple[TenantLimits, dict[str, tuple[float | None, float | None]]]:

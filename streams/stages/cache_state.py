@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from schemas.records import Request, Response, Usage, now_ms
+from streams.stages.chunks import cached_chunks
 from streams.stages.outgoing import Outgoing, response_messages
 
 
@@ -40,6 +41,7 @@ def waiter_of(request: Request) -> dict[str, Any]:
         "reply_to": request.reply_to,
         "created_at": request.created_at,
         "feature": request.feature,
+        "stream": request.stream,
     }
 
 
@@ -90,8 +92,10 @@ def answer_messages(
     cache: dict[str, Any],
     topic: str,
     route: dict[str, Any] | None = None,
+    chunks_topic: str | None = None,
 ) -> list[Outgoing]:
-    """The messages answering one request (``who`` = :func:`waiter_of` it) from a cached or shared answer."""
+    """The messages answering one request (``who`` = :func:`waiter_of` it) from a cached or shared answer;
+    a streamed request (``who["stream"]``) first gets the text as chunks on ``chunks_topic``."""
     feature = {"feature": who["feature"]} if who.get("feature") else {}
     answer = cached_response(
         request_id=who["id"],
@@ -102,4 +106,5 @@ def answer_messages(
         cache=cache,
         route={**(route or {}), **feature} or None,
     )
-    return response_messages(answer, topic, who.get("reply_to"))
+    chunks = cached_chunks(who, answer.text, chunks_topic) if who.get("stream") and chunks_topic else []
+    return chunks + response_messages(answer, topic, who.get("reply_to"))

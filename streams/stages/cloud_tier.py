@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from schemas.parse import parse_job
 from schemas.records import Response, Result, Usage, dumps, now_ms
 from streams.settings import Settings
+from streams.stages.decisions import DecisionTrail
 from streams.stages.outgoing import Outgoing, Source, parse_or_dead_letter
 from workers.cloud.fallback import AllProvidersFailed, FallbackChain
 
 log = logging.getLogger(__name__)
 
+OnText = Callable[[str], Awaitable[None]]
 Pricer = Callable[[str, int, int], float]  # (model, prompt_tokens, completion_tokens) -> USD
 
 
@@ -29,15 +31,25 @@ class CloudTierStage:
         self.chain = chain  # called per job so a reloaded tier/provider config applies at once
         self.price = price
         self.counts: Counter[str] = Counter()
+        self.trail = DecisionTrail(settings)
 
-    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+    async def handle(
+        self,
+        raw: bytes,
+        source: Source,
+        *,
+        on_text: OnText | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> list[Outgoing]:
+        """``on_text`` (streamed jobs, see streams/stages/streaming.py) gets the text as the provider sends it;
+        ``cancelled()`` true stops it: the response is ``cancelled`` and priced for the tokens produced."""
         job = parse_or_dead_letter(parse_job, raw, source, self.settings.topic("deadletter"), self.counts)
         if isinstance(job, list):
             return job
         request = job.request
         started = time.monotonic()
         try:
-            outcome = await self.chain().complete(request.chat(), request.max_tokens)
+            outcome = await self.chain().complete(request.chat(), request.max_tokens, on_text, cancelled)
         except AllProvidersFailed as exc:
             self.counts["error"] += 1
             calls = sum(a.attempts for a in exc.attempts)
@@ -75,7 +87,8 @@ class CloudTierStage:
                 id=request.id,
                 tenant=request.tenant,
                 session=request.session,
-                status="ok",
+                status="cancelled" if completion.finish_reason == "cancelled" else "ok",
+                reason="cancelled" if completion.finish_reason == "cancelled" else None,
                 text=completion.text,
                 tier=tier,
                 model=completion.model or served.model,
@@ -85,4 +98,5 @@ class CloudTierStage:
                 route=route,
             )
         result = Result(job=job, response=response)
-        return [Outgoing(self.settings.topic("results"), job.key.encode(), dumps(result))]
+        decided = self.trail.tier("cloud", job, response)
+        return [Outgoing(self.settings.topic("results"), job.key.encode(), dumps(result)), *decided]

@@ -30,6 +30,7 @@ def _answer_payload(response: Response) -> dict[str, Any]:
         "status": response.status,
         "text": response.text,
         "model": response.model,
+        "tier": response.tier,  # the decision trail records where a late joiner's answer came from
         "reason": response.reason,
         "usage": {"prompt_tokens": response.usage.prompt_tokens, "completion_tokens": response.usage.completion_tokens},
         "cost_usd": response.cost_usd,
@@ -83,7 +84,7 @@ class CompleteStage:
         outs = response_messages(response, responses, request.reply_to)
         coalesced = {"kind": "coalesced", "source_id": request.id, "similarity": 1.0}
         for waiter in current["waiters"]:
-            outs += answer_messages(waiter, response, coalesced, responses)
+            outs += answer_messages(waiter, response, coalesced, responses, chunks_topic=self.settings.topic("chunks"))
         await send(outs)
         if may_write(request, response, self.policy):
             await self._store(key, request.tenant, request.chat(), request.max_tokens, response)

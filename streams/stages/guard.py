@@ -41,6 +41,12 @@ def breaker_config(settings: Settings) -> breaker.BreakerConfig:
     )
 
 
+def session_key(tenant: str, session: str) -> str:
+    """The state key of one tenant's session: session names are the client's choice, so two tenants may pick
+    the same one, and must never share (or exhaust, or trip) each other's budget and breaker."""
+    return f"{len(tenant)}:{tenant}/{session}"
+
+
 def _limit(value: float) -> float | None:
     return None if value < 0 else value
 
@@ -59,7 +65,7 @@ class SessionGuard:
         session = request_or_session.session if isinstance(request_or_session, Request) else request_or_session
         if isinstance(request_or_session, Request):
             tenant = request_or_session.tenant
-        saved = self.sessions.get(session) or {}
+        saved = self.sessions.get(session_key(tenant, session)) or {}
         state = breaker.SessionState.from_dict(saved["breaker"]) if "breaker" in saved else None
         state = state or breaker.SessionState(session=session, tenant=tenant)
         ledger = BudgetLedger.from_dict(saved["budget"]) if "budget" in saved else BudgetLedger(key=session)
@@ -67,7 +73,8 @@ class SessionGuard:
         return state, ledger
 
     def _save(self, state: breaker.SessionState, ledger: BudgetLedger) -> None:
-        self.sessions[state.session] = {"breaker": state.to_dict(), "budget": ledger.to_dict()}
+        key = session_key(state.tenant, state.session)
+        self.sessions[key] = {"breaker": state.to_dict(), "budget": ledger.to_dict()}
 
     def admit(self, request: Request) -> tuple[GuardVerdict, list[Outgoing]]:
         """Breaker first (a looping agent is stopped even with budget left), then the budget reservation."""
@@ -102,7 +109,7 @@ class SessionGuard:
         """A usage record for this session: settle the reservation, feed the cost and probe outcome to the breaker."""
         now = now_ms()
         session, tenant = str(usage["session"]), str(usage.get("tenant", ""))
-        if session not in self.sessions:
+        if session_key(tenant, session) not in self.sessions:
             return []
         state, ledger = self._load(session, tenant)
         cost = float(usage.get("cost_usd") or 0.0)

@@ -9,18 +9,21 @@ hears back.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from schemas.parse import parse_job
 from schemas.records import Response, Result, Usage, dumps, now_ms
 from streams.settings import Settings
+from streams.stages.decisions import DecisionTrail
 from streams.stages.outgoing import Outgoing, Source, parse_or_dead_letter
 from workers.errors import SluiceError
 from workers.local.pool import ModelPool
 
 log = logging.getLogger(__name__)
+OnText = Callable[[str], Awaitable[None]]
 
 
 class LocalTierStage:
@@ -31,15 +34,25 @@ class LocalTierStage:
         self.pool = pool
         self.price = price  # (prompt, completion tokens) -> USD at the local tier's configured compute price
         self.counts: Counter[str] = Counter()
+        self.trail = DecisionTrail(settings)
 
-    async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
+    async def handle(
+        self, raw: bytes, source: Source, *, on_text: OnText | None = None, cancel: threading.Event | None = None
+    ) -> list[Outgoing]:
+        """``on_text`` (streamed jobs, see streams/stages/streaming.py) gets the text while it is generated;
+        ``cancel`` set stops generation: the response is ``cancelled`` and priced for the tokens produced."""
         job = parse_or_dead_letter(parse_job, raw, source, self.settings.topic("deadletter"), self.counts)
         if isinstance(job, list):
             return job
         request = job.request
         started = time.monotonic()
         try:
-            completion = await self.pool.generate(request.chat(), request.max_tokens, priority=request.priority)
+            if on_text is None:
+                completion = await self.pool.generate(request.chat(), request.max_tokens, priority=request.priority)
+            else:
+                completion = await self.pool.stream(
+                    request.chat(), request.max_tokens, on_text, cancel=cancel, priority=request.priority
+                )
         except SluiceError as exc:
             self.counts["error"] += 1
             log.warning("local generation failed for %s: %s", request.id, exc)
@@ -61,7 +74,8 @@ class LocalTierStage:
                 id=request.id,
                 tenant=request.tenant,
                 session=request.session,
-                status="ok",
+                status="cancelled" if completion.finish_reason == "cancelled" else "ok",
+                reason="cancelled" if completion.finish_reason == "cancelled" else None,
                 text=completion.text,
                 tier="local",
                 model=completion.model,
@@ -71,4 +85,5 @@ class LocalTierStage:
                 route=route,
             )
         result = Result(job=job, response=response)
-        return [Outgoing(self.settings.topic("results"), job.key.encode(), dumps(result))]
+        decided = self.trail.tier("local", job, response)
+        return [Outgoing(self.settings.topic("results"), job.key.encode(), dumps(result)), *decided]

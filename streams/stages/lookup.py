@@ -29,6 +29,7 @@ from streams.policy.cache_policy import (
 from streams.policy.router import RouteDecision
 from streams.settings import Settings
 from streams.stages.cache_state import CacheState, answer_messages, waiter_of
+from streams.stages.decisions import DecisionTrail
 from streams.stages.outgoing import Outgoing, Source, dead_letter
 from workers.embedding.batcher import BatchingEmbedder
 from workers.ports import VectorStore
@@ -69,6 +70,7 @@ class LookupStage:
         self.counts: Counter[str] = Counter()
         self.inflight_timeout_ms = int(settings.inflight_timeout_s * 1000)
         self._purges_done: set[str] = set()
+        self.trail = DecisionTrail(settings)
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
         try:
@@ -85,7 +87,7 @@ class LookupStage:
             if entry is not None and not expired(int(entry["created_at"]), now, self.policy):
                 self.counts["hit:exact"] += 1
                 cache = {"kind": "exact", "source_id": entry["source_id"], "similarity": 1.0}
-                return self._answer(request, entry, cache, job.route)
+                return self._answer(request, entry, cache, job.route) + self.trail.hit(request, cache, entry)
         if request.cache:
             claim = self._claim_or_join(request, key, now)
             if isinstance(claim, list):  # joined a key in flight (answered later) or one just completed
@@ -123,7 +125,8 @@ class LookupStage:
             if current.get("done"):
                 self.counts["coalesced"] += 1
                 cache = {"kind": "coalesced", "source_id": current["leader"], "similarity": 1.0}
-                return self._answer_waiter(waiter_of(request), current["response"], cache)
+                source = current["response"]
+                return self._answer_waiter(waiter_of(request), source, cache) + self.trail.hit(request, cache, source)
             if request.id == current["leader"]:
                 # A redelivered leader: its job may never have reached the tier (crash after the claim was
                 # logged): dispatch again; a second result for the key is dropped by the complete stage.
@@ -135,7 +138,7 @@ class LookupStage:
             current["waiters"].append(waiter_of(request))
             self.state.inflight[key] = current  # re-assign so a Faust table writes the change to its changelog
             self.counts["coalesced"] += 1
-            return []
+            return self.trail.joined(request, current["leader"])
         waiters = current["waiters"] if current is not None else []  # a stale leader's waiters still need answers
         self.state.inflight[key] = {"leader": request.id, "waiters": waiters, "started": now}
         return True
@@ -157,6 +160,7 @@ class LookupStage:
         verdict = choose(candidates, scores, context=context, threshold=threshold, policy=self.policy)
         if verdict.hit is None:
             self.counts["miss"] += 1
+            self.trail.note_semantic(request.id, candidates, scores, context, threshold)
             return None
         self.counts["hit:semantic"] += 1
         payload = verdict.hit.payload
@@ -168,6 +172,7 @@ class LookupStage:
             "threshold": threshold,
         }
         outs = self._answer(request, payload["response"], cache, job.route)
+        outs += self.trail.hit(request, cache, payload["response"], candidates, scores, context)
         waiting = self.state.inflight.pop(job.key, None) if request.cache else None
         for waiter in (waiting or {}).get("waiters", []):
             outs += self._answer_waiter(waiter, payload["response"], {**cache, "kind": "coalesced"})
@@ -178,12 +183,16 @@ class LookupStage:
         route: dict[str, Any] = {**job.route, **decision.to_dict()}
         routed = replace(job, tier=decision.tier, route=route)
         self.counts[f"routed:{decision.tier}"] += 1
-        return [Outgoing(self.settings.topic(topic), job.key.encode(), dumps(routed))]
+        backlog = getattr(self.router, "backlog", None)
+        decided = self.trail.routed(routed, route, backlog() if callable(backlog) else None)
+        return [Outgoing(self.settings.topic(topic), job.key.encode(), dumps(routed)), *decided]
 
     def _answer(
         self, request: Request, source: dict[str, Any], cache: dict[str, Any], route: dict[str, Any]
     ) -> list[Outgoing]:
-        return answer_messages(waiter_of(request), source, cache, self.settings.topic("responses"), route)
+        responses, chunks = self.settings.topic("responses"), self.settings.topic("chunks")
+        return answer_messages(waiter_of(request), source, cache, responses, route, chunks_topic=chunks)
 
     def _answer_waiter(self, waiter: dict[str, Any], source: dict[str, Any], cache: dict[str, Any]) -> list[Outgoing]:
-        return answer_messages(waiter, source, cache, self.settings.topic("responses"))
+        chunks = self.settings.topic("chunks")  # a streamed waiter gets the text as chunks first
+        return answer_messages(waiter, source, cache, self.settings.topic("responses"), chunks_topic=chunks)

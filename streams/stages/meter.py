@@ -19,6 +19,7 @@ from schemas.records import Response, dumps, now_ms
 from streams.policy.aggregates import Totals, window_start
 from streams.policy.cost import UsageRecord
 from streams.settings import Settings
+from streams.stages.decisions import DecisionTrail
 from streams.stages.outgoing import Outgoing, Source, dead_letter
 
 Send = Callable[[list[Outgoing]], Awaitable[None]]  # publish and wait for the broker's acknowledgement
@@ -64,6 +65,7 @@ class MeterStage:
         self.completion_tokens = completion_tokens
         self.aggregates = Aggregates()
         self.counts: Counter[str] = Counter()
+        self.trail = DecisionTrail(settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}"
         self.started_ms = now_ms()
 
@@ -86,7 +88,8 @@ class MeterStage:
             self.counts["duplicate"] += 1
             return
         usage = self.usage_of(response)
-        await send([Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage))])
+        decided = self.trail.final(response, usage)
+        await send([Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage)), *decided])
         self.ledger[response.id] = usage
         self.aggregates.add(usage)
         self.counts["counted"] += 1

@@ -21,6 +21,7 @@ from schemas.records import Response, dumps, now_ms
 from streams.policy.budget import BudgetLedger
 from streams.policy.cost import estimate_reservation
 from streams.settings import Settings
+from streams.stages.decisions import DecisionTrail
 from streams.stages.guard import budget_alert
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 
@@ -48,6 +49,7 @@ class TenantBudgetStage:
         self.budgets = budgets
         self.worst_price = worst_price
         self.counts: Counter[str] = Counter()
+        self.trail = DecisionTrail(settings)
 
     def _ledger(self, tenant: str) -> BudgetLedger:
         saved = self.ledgers.get(tenant)
@@ -71,21 +73,20 @@ class TenantBudgetStage:
         ledger = self._ledger(request.tenant)
         ledger.expire(now)
         text = " ".join(m.content for m in request.chat())
-        verdict = ledger.reserve(
-            request.id,
-            estimate_reservation(
-                text, request.max_tokens, self.worst_price(), overhead_tokens=self.settings.reservation_overhead_tokens
-            ),
-            now,
+        amount = estimate_reservation(
+            text, request.max_tokens, self.worst_price(), overhead_tokens=self.settings.reservation_overhead_tokens
         )
+        verdict = ledger.reserve(request.id, amount, now)
         self.ledgers[request.tenant] = ledger.to_dict()
         out = [self._alert(request.tenant, ledger, now)] if verdict.soft_alert else []
         if not verdict.ok:
             self.counts["rejected:budget"] += 1
             rejected = Response.rejected(request, "budget")
             rejected = replace(rejected, route={**rejected.route, "detail": "tenant"})
+            out += self.trail.tenant_budget(request, False, amount)
             return out + response_messages(rejected, self.settings.topic("responses"), request.reply_to)
         self.counts["admitted"] += 1
+        out += self.trail.tenant_budget(request, True, amount)
         return [*out, Outgoing(self.settings.topic("lookup"), job.key.encode(), dumps(job))]
 
     def _settle(self, usage: dict[str, Any]) -> list[Outgoing]:

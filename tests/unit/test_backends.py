@@ -31,7 +31,8 @@ async def test_ctransformers_backend_answers_through_the_local_stage(tmp_path: P
     try:
         request = Request(id="c1", tenant="acme", session="s", prompt="hello there", max_tokens=5)
         job = Job(request=request, tier="local", key="k")
-        [out] = await LocalTierStage(settings, pool).handle(dumps(job), Source("sx.tier.local", 0, 0))
+        [out, decided] = await LocalTierStage(settings, pool).handle(dumps(job), Source("sx.tier.local", 0, 0))
+        assert decided.topic == "sx.decisions" and decided.key == job.request.id.encode()
     finally:
         await pool.close()
     response = orjson.loads(out.value)["response"]

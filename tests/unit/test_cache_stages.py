@@ -31,6 +31,7 @@ class Harness:
     def __init__(self, settings: Settings, lookup: LookupStage, complete: CompleteStage) -> None:
         self.settings, self.lookup, self.complete = settings, lookup, complete
         self.n = 0
+        self.decided: dict[str, dict] = {}  # request id -> its latest lookup decision record
 
     def job(self, prompt: str | list[tuple[str, str]], tenant: str = "acme", **fields: object) -> Job:
         self.n += 1
@@ -47,7 +48,17 @@ class Harness:
         return Job(request=request, tier="", key=key)
 
     async def look(self, job: Job) -> list[Outgoing]:
-        return await self.lookup.handle(dumps(job), SRC)
+        """The lookup's messages; its decision records (sluice.decisions) are kept in ``decided``."""
+        outs = await self.lookup.handle(dumps(job), SRC)
+        for o in outs:
+            if o.topic == "sx.decisions":
+                record = orjson.loads(o.value)
+                assert o.key == record["id"].encode() and record["stage"] == "lookup"
+                self.decided[record["id"]] = record
+        return [o for o in outs if o.topic != "sx.decisions"]
+
+    def decision(self, job: Job) -> dict:
+        return self.decided[job.request.id]
 
     async def finish(self, job: Job, text: str = "the answer", status: str = "ok") -> list[Outgoing]:
         request = job.request
@@ -98,6 +109,9 @@ async def test_miss_dispatches_then_exact_hit_needs_no_embedding(h: Harness) -> 
     first = h.job("What is the capital of France?")
     [out] = await h.look(first)
     assert out.topic == "sx.tier.local" and out.key == first.key.encode()
+    missed = h.decision(first)
+    assert missed["verdict"] == "miss" and missed["data"]["cache"] == {"kind": "miss", "candidates": []}
+    assert missed["data"]["route"]["tier"] == "local-small" and missed["data"]["route"]["kind"] == "local"
     [answer] = responses(await h.finish(first, "Paris"))
     assert answer["id"] == first.request.id and answer["tier"] == "local"
     embedded = h.lookup.embedder.texts
@@ -108,12 +122,17 @@ async def test_miss_dispatches_then_exact_hit_needs_no_embedding(h: Harness) -> 
     assert hit["route"]["cache"]["kind"] == "exact"
     assert hit["route"]["cache"]["source_id"] == first.request.id
     assert hit["route"]["cache"]["saved_usage"] == {"prompt_tokens": 10, "completion_tokens": 5}
+    exact = h.decision(second)["data"]["cache"]
+    assert h.decision(second)["verdict"] == "exact" and exact["source_id"] == first.request.id
+    assert exact["source_tier"] == "local" and exact["saved"] == [10, 5]
 
 
 async def test_identical_requests_in_flight_coalesce_and_each_gets_its_own_response(h: Harness) -> None:
     leader, follower, third = (h.job("Summarise the news") for _ in range(3))
     assert len(await h.look(leader)) == 1
     assert await h.look(follower) == [] and await h.look(third) == []
+    joined = h.decision(third)
+    assert joined["verdict"] == "coalesced" and joined["data"]["cache"]["source_id"] == leader.request.id
     assert await h.look(follower) == []  # a redelivery does not add a second waiter
     outs = responses(await h.finish(leader, "Nothing happened."))
     assert sorted(r["id"] for r in outs) == sorted(j.request.id for j in (leader, follower, third))
@@ -141,12 +160,20 @@ async def test_verified_paraphrase_hits_and_a_flipped_meaning_does_not(h: Harnes
     cache = hit["route"]["cache"]
     assert hit["tier"] == "cache" and cache["kind"] == "semantic" and cache["source_id"] == stored.request.id
     assert 0.8 < cache["similarity"] < 1.0 and cache["verifier_score"] >= cache["threshold"]
+    semantic = h.decided[hit["id"]]["data"]["cache"]
+    assert h.decided[hit["id"]]["verdict"] == "semantic" and semantic["threshold"] == cache["threshold"]
+    cos, score, same_context = semantic["candidates"][0]
+    assert same_context == 1 and score == cache["verifier_score"] and cos == cache["similarity"]
 
     enable = h.job("How do I enable 2FA on my account?")
     await h.look(enable)
     await h.finish(enable, "Settings → Security → Enable.")
-    outs = await h.look(h.job("How do I disable 2FA on my account?"))
+    flipped = h.job("How do I disable 2FA on my account?")
+    outs = await h.look(flipped)
     assert [o.topic for o in outs] == ["sx.tier.local"]
+    missed = h.decision(flipped)["data"]["cache"]
+    assert missed["kind"] == "miss" and missed["candidates"], missed  # what replay re-decides from
+    assert all(score < missed["threshold"] for cos, score, same in missed["candidates"] if same)
 
 
 async def test_no_hit_crosses_tenants_or_conversation_contexts(h: Harness) -> None:
@@ -156,11 +183,13 @@ async def test_no_hit_crosses_tenants_or_conversation_contexts(h: Harness) -> No
     assert [o.topic for o in await h.look(h.job("How can I reset my password?", tenant="globex"))] == ["sx.tier.local"]
     other_context = h.job([("user", "I use a Mac."), ("assistant", "OK."), ("user", "How can I reset my password?")])
     assert [o.topic for o in await h.look(other_context)] == ["sx.tier.local"]
+    assert [c[2] for c in h.decision(other_context)["data"]["cache"]["candidates"]] == [0]  # another context
 
 
 async def test_opt_out_and_refresh(h: Harness) -> None:
     opted_out = h.job("Tell me a joke", cache=False)
     assert [o.topic for o in await h.look(opted_out)] == ["sx.tier.local"]
+    assert h.decision(opted_out)["verdict"] == "skip"
     assert [o.topic for o in await h.look(h.job("Tell me a joke", cache=False))] == ["sx.tier.local"]  # no coalescing
     [answer] = responses(await h.finish(opted_out, "A joke."))
     assert answer["tier"] == "local"
@@ -171,6 +200,7 @@ async def test_opt_out_and_refresh(h: Harness) -> None:
     await h.finish(first, "old fact")
     refresh = h.job("Tell me a fact", cache_refresh=True)
     assert [o.topic for o in await h.look(refresh)] == ["sx.tier.local"]
+    assert h.decision(refresh)["verdict"] == "refresh"
     await h.finish(refresh, "new fact")
     [hit] = responses(await h.look(h.job("Tell me a fact")))
     assert hit["text"] == "new fact"

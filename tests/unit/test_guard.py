@@ -9,7 +9,7 @@ import orjson
 from schemas.records import dumps
 from streams.settings import Settings
 from streams.stages.admit import AdmitStage
-from streams.stages.guard import SessionGuard
+from streams.stages.guard import SessionGuard, session_key
 from streams.stages.outgoing import Outgoing, Source
 from streams.tiers import load_tiers
 
@@ -41,7 +41,13 @@ async def test_fifty_concurrent_requests_at_a_nearly_spent_budget_overshoot_at_m
     rejected = [r for o in outs for r in _by_topic(o, "sx.responses")]
     assert admitted and rejected and len(admitted) + len(rejected) == 50
     assert {r["reason"] for r in rejected} == {"budget"} and {r["status"] for r in rejected} == {"rejected"}
-    ledger = sessions["s1"]["budget"]
+    ledger = sessions[session_key("acme", "s1")]["budget"]
+    decided = {d["id"]: d for o in outs for d in _by_topic(o, "sx.decisions")}
+    assert len(decided) == 50
+    assert {decided[r["id"]]["data"]["budget"] for r in rejected} == {"rejected"}
+    for out in admitted:  # the decision records the reservation the ledger holds
+        rid = _by_topic(out, "sx.lookup")[0]["request"]["id"]
+        assert decided[rid]["data"]["budget"] == round(ledger["reserved"][rid], 8)
     reserved = sum(ledger["reserved"].values())
     one_reservation = max(ledger["reserved"].values())
     assert ledger["spent"] + reserved <= 0.02 + 1e-12  # accepted reservations never exceed the hard limit
@@ -52,11 +58,11 @@ async def test_fifty_concurrent_requests_at_a_nearly_spent_budget_overshoot_at_m
         cost = ledger["reserved"][rid]
         await stage.settle(orjson.dumps({"id": rid, "session": "s1", "tenant": "acme", "cost_usd": cost}))
         del i
-    spent = sessions["s1"]["budget"]["spent"]
+    spent = sessions[session_key("acme", "s1")]["budget"]["spent"]
     assert spent <= 0.02 + one_reservation
     # Settling the same usage again changes nothing (redelivery is counted once).
     await stage.settle(orjson.dumps({"id": "r0", "session": "s1", "tenant": "acme", "cost_usd": 0.0165}))
-    assert sessions["s1"]["budget"]["spent"] == spent
+    assert sessions[session_key("acme", "s1")]["budget"]["spent"] == spent
 
 
 async def test_looping_agent_trips_the_breaker_then_recovers_after_one_probe() -> None:
@@ -69,6 +75,8 @@ async def test_looping_agent_trips_the_breaker_then_recovers_after_one_probe() -
         verdicts.append("ok" if _by_topic(outs, "sx.lookup") else _by_topic(outs, "sx.responses")[0]["reason"])
     assert verdicts[:4] == ["ok"] * 4
     assert verdicts[4:] == ["breaker"] * 46  # tripped on the 5th identical prompt in a row
+    [tripped] = _by_topic(outs, "sx.decisions")
+    assert (tripped["verdict"], tripped["reason"], tripped["data"]["breaker"]) == ("rejected", "breaker", "repeat")
     assert control[0]["state"] == "open" and control[0]["session"] == "s1" and control[0]["reason"] == "repeat"
     await asyncio.sleep(0.35)
     probe = await stage.handle(_raw(100, "a different question"), SRC)
@@ -98,9 +106,13 @@ async def test_tenant_budget_has_one_writer_across_sessions(tmp_path) -> None:  
     admit = AdmitStage(settings, guard=SessionGuard(settings, {}, lambda: FRONTIER))
     ledgers: dict = {}
     tenant_stage = TenantBudgetStage(settings, ledgers, lambda: admit.tenant_budgets, lambda: FRONTIER)
-    forwarded = [o for i in range(50) for o in await admit.handle(_raw(i, f"q{i}", session=f"s{i}"), SRC)]
+    emitted = [o for i in range(50) for o in await admit.handle(_raw(i, f"q{i}", session=f"s{i}"), SRC)]
+    forwarded = [o for o in emitted if o.topic != "sx.decisions"]
     assert {o.topic for o in forwarded} == {"sx.tenant"} and {o.key for o in forwarded} == {b"acme"}
+    assert all(d["data"]["tenant_budget"] is True for d in _by_topic(emitted, "sx.decisions"))
     outs = [o for f in forwarded for o in await tenant_stage.handle(f.value, Source("sx.tenant", 0, 0))]
+    tenant_decisions = _by_topic(outs, "sx.decisions")
+    assert {d["stage"] for d in tenant_decisions} == {"tenant_budget"} and len(tenant_decisions) == 50
     admitted = _by_topic(outs, "sx.lookup")
     rejected = _by_topic(outs, "sx.responses")
     assert admitted and len(admitted) + len(rejected) == 50

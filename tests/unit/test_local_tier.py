@@ -36,9 +36,15 @@ def smollm_pool() -> ModelPool:
 async def test_real_completion_from_smollm2(smollm_pool: ModelPool) -> None:
     stage = LocalTierStage(SETTINGS, smollm_pool)
     outs = await stage.handle(_job("What is the capital of France?", reply_to="svc.inbox"), SRC)
-    assert [o.topic for o in outs] == ["sx.results"]
-    assert outs[0].key == b"k"
+    assert [o.topic for o in outs] == ["sx.results", "sx.decisions"]
+    assert outs[0].key == b"k" and outs[1].key == b"r1"
     result = orjson.loads(outs[0].value)
+    decided = orjson.loads(outs[1].value)
+    assert (decided["stage"], decided["verdict"], decided["data"]["served"]) == ("local", "ok", "local")
+    assert decided["data"]["usage"] == [
+        result["response"]["usage"]["prompt_tokens"],
+        result["response"]["usage"]["completion_tokens"],
+    ]
     assert result["job"]["request"]["reply_to"] == "svc.inbox"
     response = result["response"]
     assert response["status"] == "ok" and response["tier"] == "local"
@@ -89,16 +95,18 @@ class FailingModel:
 
 async def test_model_failure_becomes_an_error_response() -> None:
     stage = LocalTierStage(SETTINGS, ModelPool(lambda: FailingModel(0, then_error=True)))
-    [out] = await stage.handle(_job("hi"), SRC)
+    [out, decided] = await stage.handle(_job("hi"), SRC)
     response = orjson.loads(out.value)["response"]
     assert response["status"] == "error" and "context window exceeded" in response["reason"]
+    record = orjson.loads(decided.value)
+    assert record["verdict"] == "error" and "context window exceeded" in record["reason"]
     assert stage.counts["error"] == 1
 
 
 async def test_a_crashed_model_is_retried_once() -> None:
     model = FailingModel(1, then_error=False)
     stage = LocalTierStage(SETTINGS, ModelPool(lambda: model))
-    [out] = await stage.handle(_job("hi"), SRC)
+    [out, _] = await stage.handle(_job("hi"), SRC)
     assert orjson.loads(out.value)["response"]["text"] == "recovered" and model.calls == 2
 
 

@@ -76,12 +76,20 @@ def _responses() -> list[Response]:
 
 async def test_every_response_yields_one_priced_usage_record() -> None:
     stage = _stage()
-    records = []
+    records, finals = [], {}
     for r in _responses():
-        [out] = await handle(stage, r)
+        [out, decided] = await handle(stage, r)
         assert out.topic == "sx.usage" and out.key == r.session.encode()
+        assert decided.topic == "sx.decisions" and decided.key == r.id.encode()
         records.append(orjson.loads(out.value))
+        finals[r.id] = orjson.loads(decided.value)
     by_id = {u["id"]: u for u in records}
+    # The meter's decision record carries the same numbers as the usage record.
+    for rid, final in finals.items():
+        assert (final["stage"], final["verdict"]) == ("meter", by_id[rid]["status"])
+        assert final["data"]["cost_usd"] == by_id[rid]["cost_usd"] and final["data"]["cache"] == by_id[rid]["cache"]
+        assert final["data"]["usage"] == [by_id[rid]["prompt_tokens"], by_id[rid]["completion_tokens"]]
+    assert finals["d"]["reason"] == "budget" and finals["c"]["data"]["tier"] == "cache"
     assert by_id["a"]["feature"] == "chat" and by_id["a"]["attempts"] == 1 and by_id["a"]["busy_ms"] == 100.0
     assert by_id["b"]["attempts"] == 2 and by_id["b"]["cost_usd"] == 0.0045
     assert by_id["b"]["baseline_cost_usd"] == FRONTIER.cost_usd(1000, 200)

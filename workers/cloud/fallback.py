@@ -25,6 +25,7 @@ from workers.ports import Completion
 log = logging.getLogger(__name__)
 
 LocalCall = Callable[[Sequence[Message], int], Awaitable[Completion]]
+OnText = Callable[[str], Awaitable[None]]
 Outcome = Literal["ok", "failed", "skipped"]
 
 
@@ -111,22 +112,40 @@ class FallbackChain:
     clock: Clock = time.monotonic
     rand: Callable[[], float] = random.random
 
-    async def complete(self, messages: Sequence[Message], max_tokens: int) -> ChainResult:
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        on_text: OnText | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> ChainResult:
+        """``on_text``: stream (providers send server-sent events; the local link sends its text whole).
+        Retries and fallback apply only until the first text went out: after that a failure is final (the
+        consumer has seen part of one model's answer; another model's would not continue it)."""
         start = self.clock()
         done: list[Attempt] = []
         retriable = False
+        stream = _Relay(on_text, cancelled) if on_text is not None else None
         for link in self.links:
             if isinstance(link, LocalLink):
-                result, failed_retriable = await self._local(link, messages, max_tokens, done)
+                result, failed_retriable = await self._local(link, messages, max_tokens, done, stream)
             else:
-                result, failed_retriable = await self._provider(link, messages, max_tokens, done, start)
+                result, failed_retriable = await self._provider(link, messages, max_tokens, done, start, stream)
             if result is not None:
                 return result
             retriable = retriable or failed_retriable
+            if stream is not None and stream.started:
+                raise AllProvidersFailed(done, retriable=False)
         raise AllProvidersFailed(done, retriable=retriable)
 
     async def _provider(
-        self, link: ProviderLink, messages: Sequence[Message], max_tokens: int, done: list[Attempt], start: float
+        self,
+        link: ProviderLink,
+        messages: Sequence[Message],
+        max_tokens: int,
+        done: list[Attempt],
+        start: float,
+        stream: _Relay | None = None,
     ) -> tuple[ChainResult | None, bool]:
         provider = link.provider
         breaker = self.breakers.get(provider.name)
@@ -143,7 +162,9 @@ class FallbackChain:
             policy = replace(policy, deadline_s=left if policy.deadline_s is None else min(left, policy.deadline_s))
 
         async def call(timeout_s: float) -> Completion:
-            return await provider.complete(messages, max_tokens, link.model, timeout_s=timeout_s)
+            if stream is None:
+                return await provider.complete(messages, max_tokens, link.model, timeout_s=timeout_s)
+            return await stream.provider_call(provider, messages, max_tokens, link.model, timeout_s)
 
         t0 = self.clock()
         try:
@@ -173,17 +194,63 @@ class FallbackChain:
         return ChainResult(outcome.completion, tuple(done), "cloud"), False
 
     async def _local(
-        self, link: LocalLink, messages: Sequence[Message], max_tokens: int, done: list[Attempt]
+        self,
+        link: LocalLink,
+        messages: Sequence[Message],
+        max_tokens: int,
+        done: list[Attempt],
+        stream: _Relay | None = None,
     ) -> tuple[ChainResult | None, bool]:
         t0 = self.clock()
         try:
             completion = await link.call(messages, max_tokens)
+            if stream is not None:
+                await stream(completion.text)
         except SluiceError as err:
             done.append(Attempt(link.name, link.model, "failed", None, 1, _ms(self.clock() - t0), type(err).__name__))
             log.warning("local fallback %s failed: %s", link.name, err)
             return None, err.retriable
         done.append(Attempt(link.name, completion.model or link.model, "ok", None, 1, _ms(self.clock() - t0)))
         return ChainResult(completion, tuple(done), "local"), False
+
+
+class _Relay:
+    """Passes streamed text on and remembers whether any went out (then retries and fallback stop)."""
+
+    def __init__(self, on_text: OnText, cancelled: Callable[[], bool] | None) -> None:
+        self.on_text = on_text
+        self.cancelled = cancelled
+        self.started = False
+
+    async def __call__(self, text: str) -> None:
+        if text:
+            self.started = True
+            await self.on_text(text)
+
+    async def provider_call(
+        self, provider: CloudProvider, messages: Sequence[Message], max_tokens: int, model: str, timeout_s: float
+    ) -> Completion:
+        stream = getattr(provider, "stream", None)
+        if stream is None:  # a provider without streaming: its whole answer is one chunk
+            completion: Completion = await provider.complete(messages, max_tokens, model, timeout_s=timeout_s)
+            await self(completion.text)
+            return completion
+        try:
+            result: Completion = await stream(
+                messages, max_tokens, model, timeout_s=timeout_s, on_text=self, cancelled=self.cancelled
+            )
+            return result
+        except ProviderError as err:
+            if not self.started:
+                raise  # nothing went out yet: retry and fall back as usual
+            broken = ProviderError(
+                f"{err} (after the stream began)",
+                provider=err.provider,
+                status=err.status,
+                kind="stream_broken",
+                retriable=False,
+            )
+            raise broken from None
 
 
 def _ms(seconds: float) -> float:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
 
 from schemas.records import Message
+from streams.policy.token_count import count_chat_tokens
 from workers.cloud.provider import HttpProvider, usage_int
 from workers.ports import Completion
 
@@ -60,4 +62,61 @@ class OpenAICompatProvider(HttpProvider):
             completion_tokens=usage_int(usage, "completion_tokens"),
             model=str(data.get("model") or model),
             finish_reason=str(choice.get("finish_reason") or "stop"),
+        )
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        model: str,
+        *,
+        timeout_s: float,
+        on_text: Callable[[str], Awaitable[None]],
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Completion:
+        """The same call with ``stream: true``: ``on_text`` gets each content delta as it arrives; usage comes
+        from the final event (``stream_options.include_usage``). ``cancelled()`` true stops reading (closing
+        the connection stops the provider); usage is then counted from what arrived."""
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            self.max_tokens_field: max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        parts: list[str] = []
+        usage: Any = None
+        finish, served, deltas = "stop", model, 0
+        async with aclosing(self._events("/chat/completions", headers, body, timeout_s)) as events:
+            async for _, data in events:
+                if data.strip() == "[DONE]":
+                    break
+                event = self._event_json(data)
+                if "error" in event:
+                    raise self._error(f"stream error: {str(event['error'])[:200]}", kind="stream_error")
+                served = str(event.get("model") or served)
+                usage = event.get("usage") or usage
+                for choice in event.get("choices") or []:
+                    delta = choice.get("delta") if isinstance(choice, dict) else None
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if isinstance(text, str) and text:
+                        parts.append(text)
+                        deltas += 1
+                        await on_text(text)
+                    if isinstance(choice, dict) and choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
+                if cancelled is not None and cancelled():
+                    finish = "cancelled"
+                    break
+        if finish == "cancelled":  # no usage event will come: count the prompt, one token per delta
+            return Completion("".join(parts), count_chat_tokens(messages, served), deltas, served, finish)
+        return Completion(
+            text="".join(parts),
+            prompt_tokens=usage_int(usage, "prompt_tokens"),
+            completion_tokens=usage_int(usage, "completion_tokens"),
+            model=served,
+            finish_reason=finish,
         )

@@ -10,10 +10,11 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 from schemas.records import Message
 from workers.cloud.errors import ProviderError, scrub
@@ -117,6 +118,72 @@ class HttpProvider:
         if not isinstance(data, dict):
             raise self._error("reply is not a JSON object", kind="bad_response")
         return data
+
+    async def _events(
+        self, path: str, headers: dict[str, str], body: dict[str, Any], timeout_s: float
+    ) -> AsyncGenerator[tuple[str, str], None]:
+        """POST ``body`` and yield the reply's server-sent events as (event, data) pairs.
+
+        ``timeout_s`` bounds the wait for the reply's headers and then each gap between lines (a stream may
+        legitimately last longer than one non-streamed call). Errors are mapped as in :meth:`_post_json`;
+        closing the generator (``aclosing``) closes the connection, which stops the provider generating.
+        """
+        url = f"{self.base_url}{path}"
+        request = self._client.build_request("POST", url, json=body, headers=headers, timeout=httpx.Timeout(timeout_s))
+        try:
+            async with asyncio.timeout(timeout_s):
+                response = await self._client.send(request, stream=True)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise self._error(f"timed out after {timeout_s:.1f}s ({type(exc).__name__})", kind="timeout") from None
+        except httpx.ConnectError as exc:
+            raise self._error(f"cannot connect: {type(exc).__name__}: {exc}", kind="connect") from None
+        except httpx.TransportError as exc:
+            raise self._error(f"network error: {type(exc).__name__}: {exc}", kind="network") from None
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise self._error(
+                    f"HTTP {response.status_code}: {_excerpt(response)}",
+                    status=response.status_code,
+                    retry_after_s=_retry_after(response),
+                )
+            lines = response.aiter_lines()
+            event = ""
+            data: list[str] = []
+            while True:
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        line = await anext(lines)
+                except StopAsyncIteration:
+                    break
+                except (TimeoutError, httpx.TimeoutException):
+                    raise self._error(f"stream stalled for {timeout_s:.1f}s", kind="timeout") from None
+                except httpx.TransportError as exc:
+                    raise self._error(f"stream broke: {type(exc).__name__}: {exc}", kind="network") from None
+                if not line:  # a blank line ends an event
+                    if data:
+                        yield event or "message", "\n".join(data)
+                    event, data = "", []
+                elif not line.startswith(":"):  # ":..." is a comment (keep-alive)
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "event":
+                        event = value
+                    elif name == "data":
+                        data.append(value)
+            if data:
+                yield event or "message", "\n".join(data)
+        finally:
+            await response.aclose()
+
+    def _event_json(self, data: str) -> dict[str, Any]:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise self._error("a stream event is not JSON", kind="bad_response") from None
+        if not isinstance(obj, dict):
+            raise self._error("a stream event is not a JSON object", kind="bad_response")
+        return obj
 
 
 def _retry_after(response: httpx.Response) -> float | None:

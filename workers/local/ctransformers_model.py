@@ -23,7 +23,7 @@ import orjson
 
 from schemas.records import Message
 from workers.errors import ModelCrashed, ModelError
-from workers.ports import Completion
+from workers.ports import Cancelled, Completion, OnText
 
 _REPO_ROOT = str(Path(__file__).resolve().parents[2])
 _STDERR_LINES = 40
@@ -182,6 +182,13 @@ class CTransformersModel:
             model=self.name,
             finish_reason=str(reply["finish_reason"]),
         )
+
+    def stream(self, messages: Sequence[Message], max_tokens: int, on_text: OnText, cancelled: Cancelled) -> Completion:
+        """Streaming fallback: the child process answers whole, so the text arrives as one piece."""
+        completion = self.generate(messages, max_tokens)
+        if completion.text:
+            on_text(completion.text)
+        return completion
 
     def close(self) -> None:
         """Stop the child; a later ``generate`` would start a new one."""

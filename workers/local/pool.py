@@ -9,14 +9,16 @@ interactive request by at most one generation in progress.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from schemas.records import Message
 from workers.errors import ModelCrashed
-from workers.ports import Completion, LocalModel
+from workers.ports import Completion, LocalModel, StreamingLocalModel
 
 
 class ModelPool:
@@ -103,6 +105,73 @@ class ModelPool:
                 if attempt > retries:
                     raise
             finally:
+                self.busy_seconds += time.monotonic() - started
+                self._release(model)
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        on_text: Callable[[str], Awaitable[None]],
+        *,
+        cancel: threading.Event | None = None,
+        retries: int = 1,
+        priority: str = "interactive",
+    ) -> Completion:
+        """Generate while awaiting ``on_text`` with the new text, as the model produces it.
+
+        The model runs on its executor thread and hands each piece to the event loop
+        (``call_soon_threadsafe`` into an ``asyncio.Queue``); pieces that pile up while ``on_text`` runs go
+        out together. Setting ``cancel`` stops the model between tokens. A crash is retried only while
+        nothing was handed out yet. The instance is released only after its thread finished.
+        """
+        await self.start()
+        loop = asyncio.get_running_loop()
+        cancel = cancel or threading.Event()
+        attempt, sent = 0, False
+        while True:
+            model = await self._acquire(priority)
+            queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+            def push(text: str, queue: asyncio.Queue[str | None] = queue) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, text)
+
+            def run(model: LocalModel = model, queue: asyncio.Queue[str | None] = queue) -> Completion:
+                try:
+                    if isinstance(model, StreamingLocalModel):
+                        return model.stream(messages, max_tokens, push, cancel.is_set)
+                    completion = model.generate(messages, max_tokens)  # a backend that cannot stream
+                    if completion.text:
+                        push(completion.text)
+                    return completion
+                finally:
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+            started = time.monotonic()
+            future = loop.run_in_executor(self._executor, run)
+            try:
+                done = False
+                while not done:
+                    parts = [await queue.get()]
+                    while not queue.empty():
+                        parts.append(queue.get_nowait())
+                    done = parts[-1] is None
+                    text = "".join(p for p in parts if p)
+                    if text:
+                        sent = True
+                        await on_text(text)
+                return await future
+            except ModelCrashed:
+                attempt += 1
+                if sent or attempt > retries:
+                    raise
+            except BaseException:
+                cancel.set()  # the consumer failed or was cancelled: stop the model before releasing it
+                raise
+            finally:
+                if not future.done():
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(future)
                 self.busy_seconds += time.monotonic() - started
                 self._release(model)
 
