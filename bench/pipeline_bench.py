@@ -174,6 +174,18 @@ def start_worker(settings: Settings, tmp: Path) -> tuple[subprocess.Popen[bytes]
         return subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True, **io), log
 
 
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker's process group; SIGKILL after 30 s."""
+    if worker.poll() is not None:
+        return
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -274,13 +286,8 @@ def main() -> int:
             raise
         mem = memory(worker.pid)
     finally:
-        if worker is not None and worker.poll() is None:  # SIGTERM its process group; SIGKILL after 30 s
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=30)
+        if worker is not None:
+            stop_worker(worker)
         if broker is not None:
             broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -71,7 +71,7 @@ def disk_bytes(path: Path) -> tuple[int, int]:
     return allocated, apparent
 
 
-async def run(queries: int, optimize_large: bool, log: Any) -> dict[str, Any]:
+async def run(queries: int, optimize_large: bool, log: Any, large_n: int = 100_000) -> dict[str, Any]:
     rng = np.random.default_rng(42)
     q = unit(rng, queries)
     rows: list[dict[str, Any]] = []
@@ -92,21 +92,22 @@ async def run(queries: int, optimize_large: bool, log: Any) -> dict[str, Any]:
         log(f"10k store done ({time.perf_counter() - started:.0f}s)")
 
         large = EdgeVectorStore(Path(tmp) / "large", dim=DIM)
-        rate = (rate + await fill(large, "a", 100_000, rng)) / 2
+        rate = (rate + await fill(large, "a", large_n, rng)) / 2
         await fill(large, "b", 10_000, rng)
-        rows.append({"case": "a=100k plain, +b=10k", **await latency(large, "a", q)})
-        rows.append({"case": "b=10k plain, +a=100k", **await latency(large, "b", q)})
-        rows.append({"case": "c=0, +a=100k +b=10k", **await latency(large, "c", q)})  # adapter overhead only
+        big = f"{large_n // 1000}k"
+        rows.append({"case": f"a={big} plain, +b=10k", **await latency(large, "a", q)})
+        rows.append({"case": f"b=10k plain, +a={big}", **await latency(large, "b", q)})
+        rows.append({"case": f"c=0, +a={big} +b=10k", **await latency(large, "c", q)})  # adapter overhead only
         if optimize_large:
             t = time.perf_counter()
             await large.optimize()
             out["optimize_110k_s"] = round(time.perf_counter() - t, 1)
-            rows.append({"case": "a=100k hnsw, +b=10k", **await latency(large, "a", q)})
+            rows.append({"case": f"a={big} hnsw, +b=10k", **await latency(large, "a", q)})
         await large.flush()
         allocated, apparent = disk_bytes(Path(tmp) / "large")
         wal, _ = disk_bytes(Path(tmp) / "large" / "wal")
         await large.close()
-        entries = 110_000
+        entries = large_n + 10_000
         out.update(
             insert_per_s=round(rate),
             entries=entries,
@@ -124,8 +125,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--optimize", action="store_true", help="also build HNSW for the 100k store (slow)")
+    parser.add_argument("--large", type=int, default=100_000, help="entries of tenant a in the large store")
     args = parser.parse_args()
-    result = asyncio.run(run(args.queries, args.optimize, lambda m: print(m, file=sys.stderr)))
+    result = asyncio.run(run(args.queries, args.optimize, lambda m: print(m, file=sys.stderr), args.large))
     print(f"{'case':<24} {'p50 ms':>8} {'p99 ms':>8}")
     for row in result["rows"]:
         print(f"{row['case']:<24} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}")

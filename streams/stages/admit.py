@@ -25,6 +25,7 @@ from streams.stages.decisions import DecisionTrail
 from streams.stages.guard import SessionGuard
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 from streams.stages.tenant_budget import forward_job, forward_usage
+from streams.topics import topic_names
 from workers.errors import ConfigError
 
 
@@ -39,6 +40,8 @@ class AdmitStage:
         self.limits = Limits(settings.max_message_bytes, settings.max_prompt_chars, settings.default_max_tokens)
         self.admission, self.tenant_budgets = load_tenant_limits(settings)
         self.reply_topic_exists = reply_topic_exists or _any_topic
+        # Sluice's own topics (a reply inbox under the prefix, e.g. ``sluice.inbox.svc-a``, is the user's).
+        self._internal_topics = frozenset(topic_names(settings)) - {settings.topic("responses")}
         self.guard = guard
         self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
         self.trail = DecisionTrail(settings)
@@ -128,8 +131,7 @@ class AdmitStage:
     async def _reply_ok(self, name: str) -> bool:
         """An existing topic that is not Sluice's own: a reply_to naming an internal topic (or a table's
         changelog) would let a requester inject records there, e.g. forged usage that settles budgets."""
-        prefix = self.settings.topic_prefix
-        internal = name.startswith((f"{prefix}.", f"{prefix}-", "__")) and name != self._topic("responses")
+        internal = name in self._internal_topics or name.startswith((f"{self.settings.topic_prefix}-", "__"))
         return not internal and await self.reply_topic_exists(name)
 
 

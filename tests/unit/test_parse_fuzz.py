@@ -197,6 +197,8 @@ async def test_admit_never_replies_into_sluices_own_topics() -> None:
         assert out.topic == "fz.responses" and orjson.loads(out.value)["reason"] == "unknown_reply_to"
     ok = orjson.dumps({"id": "g2", "tenant": "t", "session": "s", "prompt": "hi", "reply_to": "fz.responses"})
     assert _topics(await stage.handle(ok, SRC)) == ["fz.lookup"]
+    inbox = orjson.dumps({"id": "g3", "tenant": "t", "session": "s", "prompt": "hi", "reply_to": "fz.inbox.svc-a"})
+    assert _topics(await stage.handle(inbox, SRC)) == ["fz.lookup"]  # a user's inbox under the prefix is fine
 
 
 def _topics(outs: list[Any]) -> list[str]:

@@ -1,0 +1,276 @@
+"""Local-tier benchmark (c), one run: completion tokens/s of the shipped GGUF model three ways, same model file,
+same settings (n_ctx, threads, seed, temperature) and the same prompt, in interleaved rounds so machine noise
+hits every way alike:
+
+  bare    ``llama_cpp.Llama.create_chat_completion`` called directly (the ceiling);
+  stage   ``LocalTierStage.handle`` on an encoded job, in-process (ModelPool executor hop, job parse, result encode);
+  worker  ``SluiceClient.send`` -> reply through ONE all-roles ``sluice worker`` (admit -> lookup -> tier.local ->
+          results -> complete -> responses), ``cache: false`` so every request is generated; ``--in-flight``
+          requests outstanding (2 keeps the pool busy while a reply travels back).
+
+Target: worker/bare >= 0.90. Also reports the worker's VmRSS with both default models loaded (embedder and GGUF).
+Needs a broker: KAFKA_BOOTSTRAP, or one is started on 29392/29393.
+
+    .venv/bin/python bench/local_bench.py [--requests 6] [--rounds 3] [--max-tokens 128] [--in-flight 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from pipeline_bench import goal, md_table, memory, start_worker, stop_worker  # noqa: E402
+
+from schemas.records import Job, dumps  # noqa: E402
+from streams.broker import LocalBroker  # noqa: E402
+from streams.client import SluiceClient, make_request  # noqa: E402
+from streams.policy.cache_key import dedup_key  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.stages.local_tier import LocalTierStage  # noqa: E402
+from streams.stages.outgoing import Source  # noqa: E402
+from streams.topics import TOPICS, create_topics  # noqa: E402
+from workers.local.factory import build_pool  # noqa: E402
+from workers.local.model_files import resolve_model_path  # noqa: E402
+
+PROMPT = "Explain in a short paragraph how a write-ahead log lets a database recover after a crash."
+
+
+class Tally:
+    """Completion tokens and wall seconds of one way, over every round."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.seconds = 0.0
+        self.requests = 0
+        self.texts: set[str] = set()
+        self.latencies: list[float] = []
+
+    def add(self, tokens: int, seconds: float, requests: int) -> None:
+        self.tokens, self.seconds, self.requests = (
+            self.tokens + tokens,
+            self.seconds + seconds,
+            self.requests + requests,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        out: dict[str, Any] = dict(
+            requests=self.requests, completion_tokens=self.tokens, seconds=round(self.seconds, 3)
+        )
+        out.update(tokens_per_s=round(self.tokens / self.seconds, 2) if self.seconds else None)
+        out.update(distinct_outputs=len(self.texts))
+        if lat:
+            out.update(p50_request_s=round(lat[len(lat) // 2], 3), max_request_s=round(lat[-1], 3))
+        return out
+
+
+def bare_round(llm: Any, settings: Settings, args: argparse.Namespace, tally: Tally) -> None:
+    """The ceiling: the same call LlamaCppModel makes, straight on llama_cpp, one after another."""
+    tokens, t0 = 0, time.perf_counter()
+    for _ in range(args.requests):
+        t = time.perf_counter()
+        out = llm.create_chat_completion(
+            messages=[{"role": "user", "content": PROMPT}],
+            max_tokens=args.max_tokens,
+            temperature=settings.local_temperature,
+            seed=0,
+        )
+        tally.latencies.append(time.perf_counter() - t)
+        tokens += int(out["usage"]["completion_tokens"])
+        tally.texts.add(out["choices"][0]["message"].get("content") or "")
+    tally.add(tokens, time.perf_counter() - t0, args.requests)
+
+
+async def stage_round(stage: LocalTierStage, args: argparse.Namespace, tally: Tally) -> None:
+    """Through the stage the local agent calls: job bytes in, result bytes out, generation in the pool."""
+    tokens, t0 = 0, time.perf_counter()
+    for i in range(args.requests):
+        request = make_request(PROMPT, tenant="bench", session=f"s{i}", max_tokens=args.max_tokens)
+        key = dedup_key("bench", request.chat(), {"max_tokens": args.max_tokens})
+        t = time.perf_counter()
+        outs = await stage.handle(dumps(Job(request=request, tier="local", key=key)), Source("bench", 0, i))
+        tally.latencies.append(time.perf_counter() - t)
+        response = json.loads(outs[0].value)["response"]
+        if response["status"] != "ok":
+            raise RuntimeError(f"stage generation failed: {response.get('reason')}")
+        tokens += int(response["usage"]["completion_tokens"])
+        tally.texts.add(response["text"])
+    tally.add(tokens, time.perf_counter() - t0, args.requests)
+
+
+async def worker_round(client: SluiceClient, args: argparse.Namespace, tally: Tally) -> None:
+    """Through Kafka and the worker: ``in_flight`` requests outstanding until ``requests`` are answered."""
+    gate, tokens = asyncio.Semaphore(args.in_flight), 0
+
+    async def one() -> None:
+        nonlocal tokens
+        async with gate:
+            request = replace(
+                make_request(PROMPT, tenant="bench", session=uuid.uuid4().hex, max_tokens=args.max_tokens), cache=False
+            )
+            t = time.perf_counter()
+            response = await asyncio.wait_for(await client.send(request), args.timeout)
+            tally.latencies.append(time.perf_counter() - t)
+            if response.status != "ok" or response.tier != "local":
+                raise RuntimeError(f"worker reply {response.status}/{response.tier}: {response.reason}")
+            tokens += response.usage.completion_tokens
+            tally.texts.add(response.text)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(args.requests)))
+    tally.add(tokens, time.perf_counter() - t0, args.requests)
+
+
+async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from llama_cpp import Llama
+
+    path = resolve_model_path(settings.local_model_path)
+    llm = Llama(
+        model_path=str(path),
+        n_ctx=settings.local_n_ctx,
+        n_threads=settings.local_threads,
+        n_threads_batch=settings.local_threads,
+        n_gpu_layers=settings.local_n_gpu_layers,
+        seed=settings.local_seed,
+        verbose=False,
+    )
+    stage = LocalTierStage(settings, build_pool(settings))
+    await stage.pool.start()
+    tallies = {"bare": Tally(), "stage": Tally(), "worker": Tally()}
+    warm = Tally()  # untimed: first calls allocate buffers
+    bare_round(llm, settings, argparse.Namespace(**{**vars(args), "requests": 1}), warm)
+    await stage_round(stage, argparse.Namespace(**{**vars(args), "requests": 1}), warm)
+    worker, client = None, None
+    mem: dict[str, Any] = {}
+    try:
+        if not args.no_worker:
+            await create_topics(settings, TOPICS)
+            worker, log = start_worker(settings, tmp)
+            client = await SluiceClient(settings).__aenter__()
+            print("waiting for the worker's first answer (model loads)", file=sys.stderr)
+            one = argparse.Namespace(**{**vars(args), "requests": 1, "in_flight": 1, "timeout": 300.0})
+            try:
+                await worker_round(client, one, warm)
+            except BaseException:
+                print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+                raise
+        for r in range(args.rounds):  # interleaved: noise from other processes hits every way alike
+            print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
+            bare_round(llm, settings, args, tallies["bare"])
+            await stage_round(stage, args, tallies["stage"])
+            if client is not None:
+                try:
+                    await worker_round(client, args, tallies["worker"])
+                except BaseException:
+                    print("\n".join(log.read_text(errors="replace").splitlines()[-40:]), file=sys.stderr)
+                    raise
+        if worker is not None:
+            mem = memory(worker.pid)
+    finally:
+        if client is not None:
+            await client.close()
+        if worker is not None:
+            stop_worker(worker)
+        await stage.pool.close()
+        llm.close()
+    out: dict[str, Any] = {name: t.summary() for name, t in tallies.items() if t.requests}
+    bare = out["bare"]["tokens_per_s"]
+    out["ratios"] = {f"{k}_over_bare": round(v["tokens_per_s"] / bare, 3) for k, v in out.items() if k != "bare"}
+    texts = set().union(*(t.texts for t in tallies.values()))
+    out["same_output_every_way"] = len(texts) == 1
+    out["worker_memory"] = mem
+    headline = out["ratios"].get("worker_over_bare", out["ratios"].get("stage_over_bare"))
+    out["targets"] = {"local_tokens_per_s_ratio": goal(headline, 0.90, at_least=True)}
+    if mem:
+        out["targets"]["all_roles_rss_bytes"] = goal(mem.get("vm_rss_bytes"), 1.5e9)
+    return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    rows = [
+        (k, r[k]["requests"], r[k]["completion_tokens"], r[k]["seconds"], r[k]["tokens_per_s"])
+        for k in ("bare", "stage", "worker")
+        if k in r
+    ]
+    rows = [(*row, r["ratios"].get(f"{row[0]}_over_bare", 1.0), r[row[0]].get("p50_request_s")) for row in rows]
+    lines = [
+        "# Local tier benchmark\n",
+        f"{r['started']}, {r['wall_s']} s. Model {r['model']}, {r['threads']} threads, max_tokens {r['max_tokens']},"
+        f" {r['rounds']} interleaved rounds of {r['requests']} requests; worker: {r['in_flight']} in flight,"
+        f" cache off. Same output every way: {r['same_output_every_way']}.\n",
+        *md_table(("way", "requests", "tokens", "seconds", "tokens/s", "/bare", "p50 s per request"), rows),
+    ]
+    if r.get("worker_memory"):
+        m = r["worker_memory"]
+        lines.append(
+            f"\nAll-roles worker after generating: VmRSS {m['vm_rss_bytes'] / 1e6:.0f} MB,"
+            f" VmHWM {m['vm_hwm_bytes'] / 1e6:.0f} MB."
+        )
+    goals = [
+        (k, v["value"], v["target"], "yes" if v["met"] else "no", v["value_over_target"])
+        for k, v in r["targets"].items()
+    ]
+    lines += ["", *md_table(("target", "value", "goal", "met", "value/target"), goals)]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--requests", type=int, default=6, help="per way per round")
+    add("--rounds", type=int, default=3)
+    add("--max-tokens", type=int, default=128)
+    add("--in-flight", type=int, default=2, help="worker requests outstanding")
+    add("--timeout", type=float, default=600.0, help="per worker request, seconds")
+    add("--no-worker", action="store_true", help="bare vs stage only (no broker, no worker)")
+    add("--partitions", type=int, default=4)
+    add("--port", type=int, default=29392, help="local broker port (controller: port + 1)")
+    add("--out", default=str(REPO / "bench" / "results" / "local.json"), help="and the markdown beside it (.md)")
+    add("--json", action="store_true", help="print the JSON object as the last stdout line")
+    args = parser.parse_args()
+    started, wall0 = time.strftime("%Y-%m-%dT%H:%M:%S"), time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="sluice-local-bench-"))
+    broker: LocalBroker | None = None
+    try:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
+        if not bootstrap and not args.no_worker:
+            local = Settings(data_dir=str(tmp), kafka_port=args.port, kafka_controller_port=args.port + 1)
+            (broker := LocalBroker(local)).start()
+            bootstrap = local.bootstrap
+        # Default settings, as the worker gets them (start_worker drops SLUICE_* variables): the same model.
+        settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=args.partitions)
+        settings = settings.with_overrides(topic_prefix="lb" + uuid.uuid4().hex[:10])
+        result = asyncio.run(run(settings, args, tmp))
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    model = resolve_model_path(settings.local_model_path).name
+    result = dict(started=started, model=model, threads=settings.local_threads, **result)
+    result.update(max_tokens=args.max_tokens, rounds=args.rounds, requests=args.requests, in_flight=args.in_flight)
+    result["wall_s"] = round(time.monotonic() - wall0, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out).with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
