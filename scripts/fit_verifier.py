@@ -112,6 +112,54 @@ def summary(label: np.ndarray, cos: np.ndarray, score: np.ndarray, t: float, flo
     return {**{k: None if v is None else round(v, 4) for k, v in r.items()}, "n": m.n}
 
 
+Row = tuple[float, float, float, float, float]  # threshold, QQP precision, QQP recall, PAWS FHR, GPTCache recall
+GRID = [round(float(t), 2) for t in np.arange(0.30, 0.99, 0.01)]
+
+
+def table(
+    sets: list[Any], oof: list[np.ndarray], masks: list[np.ndarray], floor: float, grid: list[float] = GRID
+) -> list[Row]:
+    """The operating-point rows over ``grid``, measured on the pairs each mask selects."""
+    (qqp, qcos, _), (paws, pcos, _), (gpt, gcos, _) = sets
+    mq, mp, mg = masks
+    rows = []
+    for t in grid:
+        q = summary(qqp.labels[mq], qcos[mq], oof[0][mq], t, floor)
+        p = summary(paws.labels[mp], pcos[mp], oof[1][mp], t, floor)
+        g = summary(gpt.labels[mg], gcos[mg], oof[2][mg], t, floor)
+        prec = 1.0 if q["precision"] is None else q["precision"]  # no hits: nothing wrong served
+        rows.append((t, prec, q["recall"] or 0.0, p["false_hit_rate"] or 0.0, g["recall"] or 0.0))
+    return rows
+
+
+def select(rows: list[Row], args: argparse.Namespace) -> tuple[Row, str]:
+    """The lowest threshold meeting every target with margin; failing that the most precise one that keeps recall
+    and PAWS; failing that the most precise one."""
+    ok_r = [r for r in rows if r[2] >= args.target_recall + args.margin and r[3] <= args.max_paws_fhr - args.margin]
+    feasible = [r for r in ok_r if r[1] >= args.target_precision + args.margin]
+    if feasible:
+        return min(feasible, key=lambda r: r[0]), "all targets met with margin"
+    if ok_r:  # precision is the miss: take the most precise threshold that still keeps recall and PAWS
+        return max(ok_r, key=lambda r: (r[1], r[0])), (
+            f"WARNING: no threshold reaches QQP precision {args.target_precision}+{args.margin} in CV; chose the most"
+            f" precise one keeping QQP recall >= {args.target_recall}+{args.margin} and PAWS FHR <= "
+            f"{args.max_paws_fhr}-{args.margin}"
+        )
+    return max(rows, key=lambda r: r[1]), "WARNING: recall/PAWS targets not reachable in CV"
+
+
+def precision_at_recall(labels: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Precision of the top-ranked pairs at each recall level: what any threshold on this score could reach.
+    Flat and below 1 even at tiny recall means label noise at the top, not a threshold problem."""
+    order = np.argsort(-score, kind="stable")
+    true_hits = np.cumsum(labels[order])
+    out = {}
+    for level in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
+        k = int(np.searchsorted(true_hits, level * labels.sum()))
+        out[f"{level:.2f}"] = round(float(true_hits[k] / (k + 1)), 4)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qqp", default=str(DATA / "qqp_balanced_5k.tsv"))
@@ -158,28 +206,17 @@ def main(argv: list[str] | None = None) -> int:
             oof[i][folds[i] == k] = model.predict(x[folds[i] == k])
 
     (qqp, qcos, _), (paws, pcos, _), (gpt, gcos, _) = sets
-    grid = [round(float(t), 2) for t in np.arange(0.30, 0.99, 0.01)]
-    rows = []
-    for t in grid:
-        q = summary(qqp.labels, qcos, oof[0], t, args.min_cosine)
-        p = summary(paws.labels, pcos, oof[1], t, args.min_cosine)
-        g = summary(gpt.labels, gcos, oof[2], t, args.min_cosine)
-        prec = 1.0 if q["precision"] is None else q["precision"]  # no hits: nothing wrong served
-        rows.append((t, prec, q["recall"] or 0.0, p["false_hit_rate"] or 0.0, g["recall"] or 0.0))
-    ok_r = [r for r in rows if r[2] >= args.target_recall + args.margin and r[3] <= args.max_paws_fhr - args.margin]
-    feasible = [r for r in ok_r if r[1] >= args.target_precision + args.margin]
-    if feasible:
-        chosen, note = min(feasible, key=lambda r: r[0]), "all targets met with margin"
-    elif ok_r:  # precision is the miss: take the most precise threshold that still keeps recall and PAWS
-        chosen = max(ok_r, key=lambda r: (r[1], r[0]))
-        note = (
-            f"WARNING: no threshold reaches QQP precision {args.target_precision}+{args.margin} in CV; chose the most"
-            f" precise one keeping QQP recall >= {args.target_recall}+{args.margin} and PAWS FHR <= "
-            f"{args.max_paws_fhr}-{args.margin}"
-        )
-    else:
-        chosen, note = max(rows, key=lambda r: r[1]), "WARNING: recall/PAWS targets not reachable in CV"
+    everything = [np.ones(len(p.a), dtype=bool) for p, _, _ in sets]
+    rows = table(sets, oof, everything, args.min_cosine)
+    chosen, note = select(rows, args)
     threshold = chosen[0]
+    # Nested check: fold k's threshold is chosen from the other folds' out-of-fold scores only, then measured on
+    # fold k, so neither the trees nor the threshold ever saw the pairs they are scored on.
+    nested = []
+    for k in range(args.folds):
+        t_k = select(table(sets, oof, [f != k for f in folds], args.min_cosine), args)[0][0]
+        nested.append((t_k, *table(sets, oof, [f == k for f in folds], args.min_cosine, [t_k])[0][1:]))
+    spread = np.array(nested)
 
     print(f"\n{args.folds}-fold CV (out-of-fold scores), hit = cosine >= {args.min_cosine} and score >= t")
     print("    t  qqp_P  qqp_R  paws_FHR  gpt_R")
@@ -190,9 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         "qqp": summary(qqp.labels, qcos, oof[0], threshold, args.min_cosine),
         "paws": summary(paws.labels, pcos, oof[1], threshold, args.min_cosine),
         "gptcache": summary(gpt.labels, gcos, oof[2], threshold, args.min_cosine),
+        "nested": {
+            name: {"mean": round(float(spread[:, j].mean()), 4), "std": round(float(spread[:, j].std()), 4)}
+            for j, name in enumerate(("threshold", "qqp_precision", "qqp_recall", "paws_false_hit_rate", "gpt_recall"))
+        },
+        "qqp_precision_at_recall": precision_at_recall(qqp.labels, np.where(qcos >= args.min_cosine, oof[0], -1.0)),
         "note": note,
     }
     print(f"\nthreshold {threshold:.2f}: {note}")
+    print("nested (threshold per fold from the other folds):", json.dumps(cv["nested"]))
+    print("QQP precision at recall (ranking ceiling):", json.dumps(cv["qqp_precision_at_recall"]))
     print(json.dumps({k: v for k, v in cv.items() if k != "note"}))
 
     final = fit_trees(*training([np.ones(len(p.a), dtype=bool) for p, _, _ in sets]), **hyper)

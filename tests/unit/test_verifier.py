@@ -165,3 +165,25 @@ def test_params_for_other_features_are_refused() -> None:
         Verifier(_params(feature_names=["cosine"]))
     with pytest.raises(ValueError, match="malformed"):
         Verifier(_params(trees={"depth": 2, "feature": [[0]], "threshold": [[0.9]], "leaf": [[0.0, 1.0]]}))
+
+
+def _fit_script():  # scripts/ is not a package: load the refit script by path
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fit_verifier.py"
+    spec = importlib.util.spec_from_file_location("fit_verifier", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_precision_at_recall_reads_precision_of_the_top_ranked_pairs() -> None:
+    fit = _fit_script()
+    labels = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1] * 4, dtype=bool)  # 24 positives
+    score = np.linspace(1.0, 0.0, labels.size)  # ranked in file order
+    curve = fit.precision_at_recall(labels, score)
+    assert curve["0.05"] == round(2 / 3, 4)  # recall 0.05 needs 2 positives: ranks 1 and 3
+    assert curve["0.50"] == round(12 / 20, 4)  # the 12th positive sits at rank 20
+    assert all(0.0 < v <= 1.0 for v in curve.values())
