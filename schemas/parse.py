@@ -257,7 +257,7 @@ def parse_decision(raw: bytes) -> Decision:
         raise InvalidMessage("unknown_version", f"decision schema version {data.get('v')!r} is not supported")
     try:
         return Decision.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidMessage("malformed_decision", str(exc)) from None
 
 
