@@ -5,6 +5,7 @@ response at the client and exactly one usage record equal to it. This is how Slu
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,15 +58,22 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Settings, LocalCluster]]:
         local.stop()
 
 
-async def _min_insync(settings: Settings, topic: str) -> str:
+async def _min_insync(settings: Settings, topic: str, timeout_s: float = 30.0) -> str | None:
+    """The topic's min.insync.replicas. The broker that answers may not know a just-created topic yet (its
+    metadata arrives from the controller a moment later: an error and no entries), so ask again until it does."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
     await admin.start()
+    deadline = time.monotonic() + timeout_s
     try:
-        (described,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        while True:
+            (described,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+            (resource,) = described.resources
+            entries = {entry[0]: entry[1] for entry in resource[4]}
+            if "min.insync.replicas" in entries or time.monotonic() > deadline:
+                return entries.get("min.insync.replicas")
+            await asyncio.sleep(0.5)
     finally:
         await admin.close()
-    (resource,) = described.resources
-    return {entry[0]: entry[1] for entry in resource[4]}["min.insync.replicas"]
 
 
 async def test_killing_the_leader_of_a_busy_partition_loses_nothing(
