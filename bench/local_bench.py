@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_output import write_results  # noqa: E402
 from pipeline_bench import goal, md_table, memory, start_worker, stop_worker  # noqa: E402
 
 from schemas.records import Job, dumps  # noqa: E402
@@ -263,12 +264,7 @@ def main() -> int:
     result = dict(started=started, model=model, threads=settings.local_threads, **result)
     result.update(max_tokens=args.max_tokens, rounds=args.rounds, requests=args.requests, in_flight=args.in_flight)
     result["wall_s"] = round(time.monotonic() - wall0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    Path(args.out).with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-    if args.json:
-        print(json.dumps(result))
+    write_results(result, args.out, markdown, args.json)
     return 0
 
 

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_output import write_results  # noqa: E402
 from cache_bench import prompts  # noqa: E402
 from pipeline_bench import goal, md_table, memory  # noqa: E402
 from vector_store_bench import disk_bytes  # noqa: E402
@@ -252,12 +253,7 @@ def main() -> int:
         "cached_entry_disk_bytes_beyond_text": goal(disk - text, 4096.0),
     }
     result = {"started": started, **result, "wall_s": round(time.monotonic() - wall0, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    Path(args.out).with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-    if args.json:
-        print(json.dumps(result))
+    write_results(result, args.out, markdown, args.json)
     return 0
 
 

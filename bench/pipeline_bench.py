@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import shutil
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from bench_output import write_results  # noqa: E402
 
 from schemas.records import dumps  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
@@ -294,12 +294,7 @@ def main() -> int:
     result: dict[str, Any] = dict(started=started, broker=bootstrap, partitions=args.partitions, seconds=args.seconds)
     result.update(ceiling=ceiling, sluice=sluice, memory=mem, **analyse(ceiling, sluice, mem))
     result["wall_s"] = round(time.monotonic() - wall0, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    Path(args.out).with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
-    if args.json:
-        print(json.dumps(result))
+    write_results(result, args.out, markdown, args.json)
     return 0
 
 
