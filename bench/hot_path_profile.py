@@ -62,7 +62,7 @@ async def drive(settings: Settings, args: argparse.Namespace, worker: subprocess
                 "--rate",
                 "200",
             ]
-            cmd += ["--format", "raw", "--output", args.py_spy, "--nonblocking"]
+            cmd += ["--format", "raw", "--output", args.py_spy, "--nonblocking", "--gil"]
             spy = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu0 = memory(worker.pid)["cpu_s"]
         result = await phase(one, args.seconds, args.drain, rate=args.rate)

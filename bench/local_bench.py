@@ -50,6 +50,13 @@ from workers.local.model_files import resolve_model_path  # noqa: E402
 PROMPT = "Explain in a short paragraph how a write-ahead log lets a database recover after a crash."
 
 
+def prompt(i: int) -> str:
+    """Request i's prompt. Distinct prompts, as a model behind Sluice sees them (a repeated prompt is an exact
+    cache hit): a bare llama_cpp.Llama would otherwise skip evaluating a repeated prompt (its KV prefix reuse),
+    which Sluice gives up on purpose (LlamaCppModel._fresh: same answer whatever ran before)."""
+    return f"Question {i + 1}. {PROMPT}"
+
+
 class Tally:
     """Completion tokens and wall seconds of one way, over every round."""
 
@@ -57,7 +64,7 @@ class Tally:
         self.tokens = 0
         self.seconds = 0.0
         self.requests = 0
-        self.texts: set[str] = set()
+        self.texts: set[tuple[int, str]] = set()  # (prompt index, text)
         self.latencies: list[float] = []
 
     def add(self, tokens: int, seconds: float, requests: int) -> None:
@@ -82,17 +89,17 @@ class Tally:
 def bare_round(llm: Any, settings: Settings, args: argparse.Namespace, tally: Tally) -> None:
     """The ceiling: the same call LlamaCppModel makes, straight on llama_cpp, one after another."""
     tokens, t0 = 0, time.perf_counter()
-    for _ in range(args.requests):
+    for i in range(args.requests):
         t = time.perf_counter()
         out = llm.create_chat_completion(
-            messages=[{"role": "user", "content": PROMPT}],
+            messages=[{"role": "user", "content": prompt(i)}],
             max_tokens=args.max_tokens,
             temperature=settings.local_temperature,
             seed=0,
         )
         tally.latencies.append(time.perf_counter() - t)
         tokens += int(out["usage"]["completion_tokens"])
-        tally.texts.add(out["choices"][0]["message"].get("content") or "")
+        tally.texts.add((i, out["choices"][0]["message"].get("content") or ""))
     tally.add(tokens, time.perf_counter() - t0, args.requests)
 
 
@@ -100,7 +107,7 @@ async def stage_round(stage: LocalTierStage, args: argparse.Namespace, tally: Ta
     """Through the stage the local agent calls: job bytes in, result bytes out, generation in the pool."""
     tokens, t0 = 0, time.perf_counter()
     for i in range(args.requests):
-        request = make_request(PROMPT, tenant="bench", session=f"s{i}", max_tokens=args.max_tokens)
+        request = make_request(prompt(i), tenant="bench", session=f"s{i}", max_tokens=args.max_tokens)
         key = dedup_key("bench", request.chat(), {"max_tokens": args.max_tokens})
         t = time.perf_counter()
         outs = await stage.handle(dumps(Job(request=request, tier="local", key=key)), Source("bench", 0, i))
@@ -109,7 +116,7 @@ async def stage_round(stage: LocalTierStage, args: argparse.Namespace, tally: Ta
         if response["status"] != "ok":
             raise RuntimeError(f"stage generation failed: {response.get('reason')}")
         tokens += int(response["usage"]["completion_tokens"])
-        tally.texts.add(response["text"])
+        tally.texts.add((i, response["text"]))
     tally.add(tokens, time.perf_counter() - t0, args.requests)
 
 
@@ -117,11 +124,12 @@ async def worker_round(client: SluiceClient, args: argparse.Namespace, tally: Ta
     """Through Kafka and the worker: ``in_flight`` requests outstanding until ``requests`` are answered."""
     gate, tokens = asyncio.Semaphore(args.in_flight), 0
 
-    async def one() -> None:
+    async def one(i: int) -> None:
         nonlocal tokens
         async with gate:
             request = replace(
-                make_request(PROMPT, tenant="bench", session=uuid.uuid4().hex, max_tokens=args.max_tokens), cache=False
+                make_request(prompt(i), tenant="bench", session=uuid.uuid4().hex, max_tokens=args.max_tokens),
+                cache=False,
             )
             t = time.perf_counter()
             response = await asyncio.wait_for(await client.send(request), args.timeout)
@@ -129,31 +137,30 @@ async def worker_round(client: SluiceClient, args: argparse.Namespace, tally: Ta
             if response.status != "ok" or response.tier != "local":
                 raise RuntimeError(f"worker reply {response.status}/{response.tier}: {response.reason}")
             tokens += response.usage.completion_tokens
-            tally.texts.add(response.text)
+            tally.texts.add((i, response.text))
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(args.requests)))
+    await asyncio.gather(*(one(i) for i in range(args.requests)))
     tally.add(tokens, time.perf_counter() - t0, args.requests)
 
 
 async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from llama_cpp import Llama
-
-    path = resolve_model_path(settings.local_model_path)
-    llm = Llama(
-        model_path=str(path),
-        n_ctx=settings.local_n_ctx,
-        n_threads=settings.local_threads,
-        n_threads_batch=settings.local_threads,
-        n_gpu_layers=settings.local_n_gpu_layers,
-        seed=settings.local_seed,
-        verbose=False,
-    )
     stage = LocalTierStage(settings, build_pool(settings))
     await stage.pool.start()
+    # Bare calls go to the pool's own llama_cpp.Llama, on the pool's executor thread: llama.cpp's CPU backend
+    # runs an OpenMP team per calling OS thread, and a second team (another thread calling another instance)
+    # makes libgomp throttle spinning for both, halving tokens/s on 2 cores. One model, one thread: the
+    # ceiling is the same call LlamaCppModel makes, without Sluice around it.
+    llm = stage.pool._models[0]._llm  # type: ignore[attr-defined]
+    executor = stage.pool._executor
+    loop = asyncio.get_running_loop()
+
+    async def bare(round_args: argparse.Namespace, tally: Tally) -> None:
+        await loop.run_in_executor(executor, bare_round, llm, settings, round_args, tally)
+
     tallies = {"bare": Tally(), "stage": Tally(), "worker": Tally()}
     warm = Tally()  # untimed: first calls allocate buffers
-    bare_round(llm, settings, argparse.Namespace(**{**vars(args), "requests": 1}), warm)
+    await bare(argparse.Namespace(**{**vars(args), "requests": 1}), warm)
     await stage_round(stage, argparse.Namespace(**{**vars(args), "requests": 1}), warm)
     worker, client = None, None
     mem: dict[str, Any] = {}
@@ -171,7 +178,7 @@ async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[s
                 raise
         for r in range(args.rounds):  # interleaved: noise from other processes hits every way alike
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
-            bare_round(llm, settings, args, tallies["bare"])
+            await bare(args, tallies["bare"])
             await stage_round(stage, args, tallies["stage"])
             if client is not None:
                 try:
@@ -187,12 +194,11 @@ async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[s
         if worker is not None:
             stop_worker(worker)
         await stage.pool.close()
-        llm.close()
     out: dict[str, Any] = {name: t.summary() for name, t in tallies.items() if t.requests}
     bare = out["bare"]["tokens_per_s"]
     out["ratios"] = {f"{k}_over_bare": round(v["tokens_per_s"] / bare, 3) for k, v in out.items() if k != "bare"}
-    texts = set().union(*(t.texts for t in tallies.values()))
-    out["same_output_every_way"] = len(texts) == 1
+    texts = set().union(*(t.texts for t in tallies.values()))  # one text per prompt index, in every way
+    out["same_output_every_way"] = len(texts) == len({i for i, _ in texts})
     out["worker_memory"] = mem
     headline = out["ratios"].get("worker_over_bare", out["ratios"].get("stage_over_bare"))
     out["targets"] = {"local_tokens_per_s_ratio": goal(headline, 0.90, at_least=True)}

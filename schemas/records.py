@@ -22,6 +22,12 @@ PRIORITIES: tuple[str, ...] = ("interactive", "batch")
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
 
+def _shallow(record: Any) -> dict[str, Any]:
+    """A dataclass's fields as a dict, one level deep: ``dataclasses.asdict`` deep-copies every value on the
+    hot path (a few percent of a busy worker), and records are encoded once, not mutated."""
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -77,9 +83,11 @@ class Request:
         return value if isinstance(value, str) else None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["messages"] = [asdict(m) for m in self.messages]
-        if not self.messages:
+        d = _shallow(self)
+        d["metadata"] = dict(self.metadata)
+        if self.messages:
+            d["messages"] = [{"role": m.role, "content": m.content} for m in self.messages]
+        else:
             del d["messages"]
         if self.prompt is None:
             del d["prompt"]
@@ -112,7 +120,10 @@ class Response:
     v: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = _shallow(self)
+        d["usage"] = {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens}
+        d["route"] = dict(self.route)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Response:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +44,12 @@ def run_worker(settings: Settings, roles: list[str]) -> None:
     install(settings)  # before the apps log anything (idempotent: the CLI may have installed it already)
     apps = build_apps(settings, roles)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    freeze_startup_objects()
+    # Python threads share one GIL: Faust runs a consumer thread per role beside the event loop, and the model
+    # thread re-takes the GIL after every llama.cpp call (several per token). At the default 5 ms interval a
+    # thread asking for the GIL can wait that long each time: a generation in the worker ran at 0.4x the bare
+    # model's speed. A shorter interval lets it back in sooner (bench/local_bench.py).
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     worker = faust.Worker(
         *apps,
         loglevel=settings.log_level.upper(),
@@ -49,3 +57,11 @@ def run_worker(settings: Settings, roles: list[str]) -> None:
         quiet=True,
     )
     worker.execute_from_commandline()
+
+
+def freeze_startup_objects() -> None:
+    """Move everything imported and built so far (Faust, aiokafka, numpy, onnxruntime, qdrant modules: a few
+    hundred thousand objects) out of the garbage collector's reach: otherwise every full collection walks them
+    all while the event loop waits, a 100+ ms stall under load. Per-message garbage is still collected."""
+    gc.collect()
+    gc.freeze()

@@ -68,6 +68,8 @@ class Settings:
     local_n_gpu_layers: int = 0
     local_seed: int = 0
     local_temperature: float = 0.0
+    # sys.setswitchinterval in worker processes (streams/roles.py); Python's default is 0.005.
+    gil_switch_interval_s: float = 0.0002
 
     # Cache (exact + semantic). Thresholds per tenant/route: SLUICE_CACHE_POLICY_FILE (YAML), see README.
     cache_enabled: bool = True
@@ -104,8 +106,11 @@ class Settings:
     breaker_max_repeats: int = 8
     breaker_cooldown_s: float = 30.0
 
-    # Metering: how often running cost aggregates go to sluice.costs.
+    # Metering: how often running cost aggregates go to sluice.costs; responses metered per broker round trip,
+    # and how long the meter waits to fill a batch.
     costs_interval_s: float = 10.0
+    meter_batch: int = 500
+    meter_batch_wait_s: float = 0.005
 
     # How long ``sluice submit`` and the client wait for a reply.
     reply_timeout_s: float = 120.0

@@ -27,10 +27,13 @@ def register(app: faust.App, settings: Settings) -> MeterStage:
     ledger: Any = app.Table("ledger", default=None, partitions=settings.partitions, on_recover=rebuild)
     stage = MeterStage(settings, ledger, lambda: watcher.current().frontier, count_tokens)
 
+    send = partial(emit_acked, app)
+
     @app.agent(raw_topic(app, settings.topic("responses")), name="meter")
     async def meter_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await stage.handle(event.value, source_of(event), partial(emit_acked, app))
+        # Batches: one broker acknowledgement covers every usage record of a batch (see MeterStage.handle_batch).
+        async for events in stream.take_events(settings.meter_batch, within=settings.meter_batch_wait_s):
+            await stage.handle_batch([(e.value, source_of(e)) for e in events], send)
 
     @app.timer(settings.costs_interval_s)
     async def publish_costs() -> None:

@@ -76,23 +76,35 @@ class MeterStage:
             self.aggregates.add(usage)
 
     async def handle(self, raw: bytes, source: Source, send: Send) -> None:
-        """Publish the usage record, *then* record the id in the ledger: a crash in between re-publishes it
-        (consumers dedup by id), while the opposite order could lose it."""
-        try:
-            response = parse_response(raw)
-        except InvalidMessage as exc:
-            self.counts[f"deadletter:{exc.reason}"] += 1
-            await send([dead_letter(self.settings.topic("deadletter"), raw, source, exc)])
+        """One response (see :meth:`handle_batch`)."""
+        await self.handle_batch([(raw, source)], send)
+
+    async def handle_batch(self, batch: list[tuple[bytes, Source]], send: Send) -> None:
+        """Publish the batch's usage records and wait for Kafka to have them all, *then* record the ids in the
+        ledger: a crash in between re-publishes them (consumers dedup by id), while the opposite order could lose
+        them. One acknowledgement per batch instead of one per response is what lets the meter keep up."""
+        out: list[Outgoing] = []
+        counted: dict[str, dict[str, Any]] = {}  # request id -> usage, in arrival order
+        for raw, source in batch:
+            try:
+                response = parse_response(raw)
+            except InvalidMessage as exc:
+                self.counts[f"deadletter:{exc.reason}"] += 1
+                out.append(dead_letter(self.settings.topic("deadletter"), raw, source, exc))
+                continue
+            if response.id in counted or response.id in self.ledger:
+                self.counts["duplicate"] += 1
+                continue
+            usage = counted[response.id] = self.usage_of(response)
+            out.append(Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage)))
+            out += self.trail.final(response, usage)
+        if not out:
             return
-        if response.id in self.ledger:
-            self.counts["duplicate"] += 1
-            return
-        usage = self.usage_of(response)
-        decided = self.trail.final(response, usage)
-        await send([Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage)), *decided])
-        self.ledger[response.id] = usage
-        self.aggregates.add(usage)
-        self.counts["counted"] += 1
+        await send(out)
+        for request_id, usage in counted.items():
+            self.ledger[request_id] = usage
+            self.aggregates.add(usage)
+        self.counts["counted"] += len(counted)
 
     def usage_of(self, response: Response) -> dict[str, Any]:
         route = response.route or {}
