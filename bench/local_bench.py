@@ -1,8 +1,10 @@
 """Local-tier benchmark (c), one run: completion tokens/s of the shipped GGUF model three ways, same model file,
-same settings (n_ctx, threads, seed, temperature) and the same prompt, in interleaved rounds so machine noise
-hits every way alike:
+same settings (n_ctx, threads, seed, temperature) and the same prompts (distinct per request, so nothing is a
+prompt-cache replay), in interleaved rounds so machine noise hits every way alike:
 
-  bare    ``llama_cpp.Llama.create_chat_completion`` called directly (the ceiling);
+  bare    ``llama_cpp.Llama.create_chat_completion`` called directly (the ceiling) on the pool's own model, in the
+          pool's own executor thread: a second OS thread calling llama.cpp starts a second OpenMP team, and libgomp
+          then throttles both to about half speed, which would measure the threading, not the pipeline;
   stage   ``LocalTierStage.handle`` on an encoded job, in-process (ModelPool executor hop, job parse, result encode);
   worker  ``SluiceClient.send`` -> reply through ONE all-roles ``sluice worker`` (admit -> lookup -> tier.local ->
           results -> complete -> responses), ``cache: false`` so every request is generated; ``--in-flight``

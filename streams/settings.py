@@ -109,7 +109,7 @@ class Settings:
     # Metering: how often running cost aggregates go to sluice.costs; responses metered per broker round trip,
     # and how long the meter waits to fill a batch.
     costs_interval_s: float = 10.0
-    meter_batch: int = 500
+    meter_batch: int = 1
     meter_batch_wait_s: float = 0.005
 
     # How long ``sluice submit`` and the client wait for a reply.

@@ -101,7 +101,13 @@ class SessionState:
     repeats: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """A copy the state can be rebuilt from (lists copied one level: ``asdict`` recursion is slower, and this
+        runs twice per request in the admit stage)."""
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        d["req_times"] = list(self.req_times)
+        d["cost_buckets"] = [list(b) for b in self.cost_buckets]
+        d["last_vector"] = None if self.last_vector is None else list(self.last_vector)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SessionState:

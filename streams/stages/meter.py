@@ -79,13 +79,18 @@ class MeterStage:
         """One response (see :meth:`handle_batch`)."""
         await self.handle_batch([(raw, source)], send)
 
-    async def handle_batch(self, batch: list[tuple[bytes, Source]], send: Send) -> None:
+    async def handle_batch(
+        self, batch: list[tuple[bytes, Source]], send: Send, enter: Callable[[int], None] | None = None
+    ) -> None:
         """Publish the batch's usage records and wait for Kafka to have them all, *then* record the ids in the
         ledger: a crash in between re-publishes them (consumers dedup by id), while the opposite order could lose
-        them. One acknowledgement per batch instead of one per response is what lets the meter keep up."""
+        them. One acknowledgement per batch instead of one per response is what lets the meter keep up.
+
+        ``enter(i)`` runs before the ledger write for ``batch[i]``: a changelog-backed ledger writes each id to
+        the changelog partition of the message it came from, so the agent makes that message the current one."""
         out: list[Outgoing] = []
-        counted: dict[str, dict[str, Any]] = {}  # request id -> usage, in arrival order
-        for raw, source in batch:
+        counted: dict[str, tuple[int, dict[str, Any]]] = {}  # request id -> (batch index, usage), arrival order
+        for index, (raw, source) in enumerate(batch):
             try:
                 response = parse_response(raw)
             except InvalidMessage as exc:
@@ -95,13 +100,16 @@ class MeterStage:
             if response.id in counted or response.id in self.ledger:
                 self.counts["duplicate"] += 1
                 continue
-            usage = counted[response.id] = self.usage_of(response)
+            usage = self.usage_of(response)
+            counted[response.id] = (index, usage)
             out.append(Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage)))
             out += self.trail.final(response, usage)
         if not out:
             return
         await send(out)
-        for request_id, usage in counted.items():
+        for request_id, (index, usage) in counted.items():
+            if enter is not None:
+                enter(index)
             self.ledger[request_id] = usage
             self.aggregates.add(usage)
         self.counts["counted"] += len(counted)

@@ -12,8 +12,11 @@ from streams.kafka_clients import assign_all, stop_consumer
 from streams.settings import Settings
 
 
-async def read_topic(settings: Settings, topic: str, *, until: int, timeout_s: float = 60.0) -> list[dict]:
-    """Read JSON records from the start of ``topic`` until ``until`` records or the timeout."""
+async def read_topic(
+    settings: Settings, topic: str, *, until: int, timeout_s: float = 60.0, distinct_ids: bool = False
+) -> list[dict]:
+    """Read JSON records from the start of ``topic`` until ``until`` records (with ``distinct_ids``: records
+    with ``until`` different ids, for topics where a redelivery may repeat a record) or the timeout."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -22,7 +25,11 @@ async def read_topic(settings: Settings, topic: str, *, until: int, timeout_s: f
             consumer.seek(tp, offset)
         out: list[dict] = []
         deadline = time.monotonic() + timeout_s
-        while len(out) < until and time.monotonic() < deadline:
+
+        def count() -> int:
+            return len({r.get("id") for r in out}) if distinct_ids else len(out)
+
+        while count() < until and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=250)
             for records in batches.values():
                 out.extend(orjson.loads(r.value) for r in records if r.value is not None)

@@ -127,3 +127,26 @@ async def test_costs_snapshot_covers_each_dimension() -> None:
     assert total["requests"] == 5 and total["cache_hit_rate"] == 0.2
     local = next(c for c in costs if c["dim"] == "tier" and c["value"] == "local" and c["window_start"] is None)
     assert local["utilization"] is not None and local["utilization"] > 0
+
+
+async def test_a_batch_is_published_with_one_acknowledgement_before_its_ids_reach_the_ledger() -> None:
+    ledger: dict = {}  # type: ignore[type-arg]
+    stage = _stage(ledger)
+    first, second, third = _responses()[:3]
+    calls: list[tuple[int, list[str]]] = []
+
+    async def send(outs: list) -> None:  # type: ignore[type-arg]
+        calls.append((len(ledger), [o.topic for o in outs]))  # what the ledger held when Kafka was asked
+
+    await handle(stage, first)  # already billed: a redelivered copy inside the next batch is dropped
+    batch = [(dumps(r), Source("sx.responses", 0, i)) for i, r in enumerate([first, second, second, third])]
+    batch.append((b"{not json", Source("sx.responses", 0, 9)))
+    await stage.handle_batch(batch, send)
+
+    assert len(calls) == 1  # one round trip for the whole batch
+    held, topics = calls[0]
+    assert held == 1  # the batch's ids were written only after the send returned
+    assert topics.count("sx.usage") == 2 and topics.count("sx.deadletter") == 1
+    assert set(ledger) == {first.id, second.id, third.id}
+    assert stage.counts["duplicate"] == 2 and stage.counts["counted"] == 3
+    assert stage.aggregates.overall.requests == 3
