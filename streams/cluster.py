@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -115,6 +116,7 @@ class LocalCluster:
         self.settings = replace(settings, kafka_nodes=self.size)
         self.kafka_dir = kafka_dir
         self.home = Path(settings.data_dir) / "kafka"
+        self._id_lock = threading.Lock()
         self.nodes = [ClusterNode(self, i) for i in range(self.size)]
         self.voters = ",".join(f"{node.node_id}@127.0.0.1:{node.settings.kafka_controller_port}" for node in self.nodes)
 
@@ -125,10 +127,11 @@ class LocalCluster:
     def cluster_id(self) -> str:
         """One id for every node (formatted once, kept so a restarted node rejoins the same cluster)."""
         path = self.home / "cluster.id"
-        if not path.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
-            path.write_text(_kafka_cluster_id())
-        return path.read_text().strip()
+        with self._id_lock:  # nodes are formatted from parallel threads
+            if not path.exists():
+                self.home.mkdir(parents=True, exist_ok=True)
+                path.write_text(_kafka_cluster_id())
+            return path.read_text().strip()
 
     def node(self, node_id: int) -> ClusterNode:
         return self.nodes[node_id - 1]
@@ -142,6 +145,10 @@ class LocalCluster:
         if self.settings.uses_external_cluster:
             return False
         stopped = [n for n in self.nodes if n.running_pid() is None]
+        # Settle the id before the parallel launches: each node reads it while formatting its storage, and two
+        # threads that both found no id file would each write their own (the nodes then refuse each other with
+        # INCONSISTENT_CLUSTER_ID and exit).
+        self.cluster_id()
         with ThreadPoolExecutor(max(1, len(stopped))) as pool:  # formatting is a JVM start per node: overlap them
             procs = dict(zip([n.node_id for n in stopped], pool.map(ClusterNode.launch, stopped), strict=True))
         try:

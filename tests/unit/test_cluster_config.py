@@ -43,3 +43,15 @@ def test_clients_bootstrap_from_every_local_node_unless_told_otherwise() -> None
     assert Settings(kafka_port=9092).bootstrap == "127.0.0.1:9092"
     assert Settings(kafka_port=9092, kafka_nodes=2).bootstrap == "127.0.0.1:9092,127.0.0.1:9094"
     assert Settings(kafka_bootstrap="k1:9092,k2:9092", kafka_nodes=3).bootstrap == "k1:9092,k2:9092"
+
+
+def test_nodes_formatted_in_parallel_threads_all_get_the_same_cluster_id(tmp_path: Path) -> None:
+    """The nodes' storage is formatted from a thread pool; a racy id file gave each node its own cluster id
+    (seen in CI: the nodes refused each other with INCONSISTENT_CLUSTER_ID and exited)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for attempt in range(20):
+        cluster = LocalCluster(Settings(data_dir=str(tmp_path / str(attempt))), nodes=3)
+        with ThreadPoolExecutor(8) as pool:
+            ids = set(pool.map(LocalCluster.cluster_id, [cluster] * 8))
+        assert len(ids) == 1
