@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_output import write_results  # noqa: E402
-from pipeline_bench import goal, md_table, memory, start_worker, stop_worker  # noqa: E402
+from bench_output import goal, md_table, targets_table, write_results  # noqa: E402
+from pipeline_bench import memory, start_worker, stop_worker  # noqa: E402
 
 from schemas.records import Job, dumps  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
@@ -229,11 +229,7 @@ def markdown(r: dict[str, Any]) -> str:
             f"\nAll-roles worker after generating: VmRSS {m['vm_rss_bytes'] / 1e6:.0f} MB,"
             f" VmHWM {m['vm_hwm_bytes'] / 1e6:.0f} MB."
         )
-    goals = [
-        (k, v["value"], v["target"], "yes" if v["met"] else "no", v["value_over_target"])
-        for k, v in r["targets"].items()
-    ]
-    lines += ["", *md_table(("target", "value", "goal", "met", "value/target"), goals)]
+    lines += ["", *targets_table(r["targets"])]
     return "\n".join(lines) + "\n"
 
 

@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_output import write_results  # noqa: E402
+from bench_output import goal, md_table, targets_table, write_results  # noqa: E402
 from cache_bench import prompts  # noqa: E402
-from pipeline_bench import goal, md_table, memory  # noqa: E402
+from pipeline_bench import memory  # noqa: E402
 from vector_store_bench import disk_bytes  # noqa: E402
 
 from schemas.records import Job, Response, Result, Usage, dumps  # noqa: E402
@@ -269,10 +269,6 @@ def markdown(r: dict[str, Any]) -> str:
         ("  marginal, second half of the fill, before HNSW", r["edge_disk_marginal_bytes_per_entry_plain"]),
         ("exact table changelog record (Kafka)", r["exact_changelog_bytes_per_entry"]),
     ]
-    goals = [
-        (k, v["value"], v["target"], "yes" if v["met"] else "no", v["value_over_target"])
-        for k, v in r["targets"].items()
-    ]
     return (
         "\n".join(
             [
@@ -283,7 +279,7 @@ def markdown(r: dict[str, Any]) -> str:
                 f" query text {r['query_text_bytes']} B, vector {DIM * 4} B.\n",
                 *md_table(("bytes per entry", "value"), rows),
                 "",
-                *md_table(("target", "value", "goal", "met", "value/target"), goals),
+                *targets_table(r["targets"]),
             ]
         )
         + "\n"

@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-from bench_output import write_results  # noqa: E402
+from bench_output import goal, md_table, ratio, targets_table, write_results  # noqa: E402
 
 from schemas.records import dumps  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
@@ -186,24 +186,14 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait(timeout=30)
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
-
-
-def goal(value: float | None, target: float, at_least: bool = False) -> dict[str, Any]:
-    met = value is not None and (value >= target if at_least else value <= target)
-    out: dict[str, Any] = dict(value=value, target=f"{'>=' if at_least else '<='} {target:g}", met=met)
-    return {**out, "value_over_target": _ratio(value, target)}
-
-
 def analyse(ceiling: dict[str, Any], sluice: dict[str, Any], mem: dict[str, Any]) -> dict[str, Any]:
     at500: dict[str, Any] = next((row for row in sluice["loads"] if row["offered_per_s"] == 500), {})
     sustained = sluice["max"]["answered_in_window_per_s"]
     pairs = list(zip(ceiling["loads"], sluice["loads"], strict=True))
     ratios = {
-        "throughput_sluice_over_ceiling": _ratio(sustained, ceiling["max"]["answered_in_window_per_s"]),
-        "p50_sluice_over_ceiling": {s["offered_per_s"]: _ratio(s["p50_ms"], c["p50_ms"]) for c, s in pairs},
-        "p99_sluice_over_ceiling": {s["offered_per_s"]: _ratio(s["p99_ms"], c["p99_ms"]) for c, s in pairs},
+        "throughput_sluice_over_ceiling": ratio(sustained, ceiling["max"]["answered_in_window_per_s"]),
+        "p50_sluice_over_ceiling": {s["offered_per_s"]: ratio(s["p50_ms"], c["p50_ms"]) for c, s in pairs},
+        "p99_sluice_over_ceiling": {s["offered_per_s"]: ratio(s["p99_ms"], c["p99_ms"]) for c, s in pairs},
     }
     targets = {
         "exact_hit_p50_ms_at_500": goal(at500.get("p50_ms"), 10.0),
@@ -212,10 +202,6 @@ def analyse(ceiling: dict[str, Any], sluice: dict[str, Any], mem: dict[str, Any]
         "all_roles_rss_bytes": goal(mem.get("vm_rss_bytes"), 1.5e9),
     }
     return {"ratios": ratios, "targets": targets}
-
-
-def md_table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
-    return ["| " + " | ".join(str(x) for x in row) + " |" for row in (head, ("---",) * len(head), *rows)]
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -228,10 +214,6 @@ def markdown(r: dict[str, Any]) -> str:
         loads.append((n, cr["achieved_send_per_s"], f"{cr['p50_ms']} / {cr['p99_ms']}", sr["achieved_send_per_s"]))
         loads[-1] += (sr["answered_per_s"], f"{sr['p50_ms']} / {sr['p99_ms']}", f"{sr['answered_ok']}/{sr['sent']}")
         loads[-1] += (f"{q['p50_sluice_over_ceiling'][n]} / {q['p99_sluice_over_ceiling'][n]}",)
-    goals = [
-        (k, v["value"], v["target"], "yes" if v["met"] else "no", v["value_over_target"])
-        for k, v in r["targets"].items()
-    ]
     cw, sw = cm["answered_in_window_per_s"], sm["answered_in_window_per_s"]
     text = [
         "# Pipeline benchmark\n",
@@ -244,7 +226,7 @@ def markdown(r: dict[str, Any]) -> str:
         f" last reply): Sluice/ceiling {q['throughput_sluice_over_ceiling']}.\n",
         f"All-roles worker: VmRSS {m['vm_rss_bytes'] / 1e6:.0f}, VmHWM {m['vm_hwm_bytes'] / 1e6:.0f} MB; {m['cpu_s']}"
         f" CPU s; flat out {sm['worker_cpu_share']} cores, {sm['worker_cpu_ms_per_answer']} CPU ms per answer.\n",
-        *md_table(("target", "value", "goal", "met", "value/target"), goals),
+        *targets_table(r["targets"]),
     ]
     return "\n".join(text) + "\n"
 

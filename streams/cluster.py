@@ -127,7 +127,9 @@ class LocalCluster:
     def cluster_id(self) -> str:
         """One id for every node (formatted once, kept so a restarted node rejoins the same cluster)."""
         path = self.home / "cluster.id"
-        with self._id_lock:  # nodes are formatted from parallel threads
+        # Nodes are formatted from parallel threads: two that both found no id file would each write their own,
+        # and the nodes then refuse each other (INCONSISTENT_CLUSTER_ID) and exit.
+        with self._id_lock:
             if not path.exists():
                 self.home.mkdir(parents=True, exist_ok=True)
                 path.write_text(_kafka_cluster_id())
@@ -145,10 +147,6 @@ class LocalCluster:
         if self.settings.uses_external_cluster:
             return False
         stopped = [n for n in self.nodes if n.running_pid() is None]
-        # Settle the id before the parallel launches: each node reads it while formatting its storage, and two
-        # threads that both found no id file would each write their own (the nodes then refuse each other with
-        # INCONSISTENT_CLUSTER_ID and exit).
-        self.cluster_id()
         with ThreadPoolExecutor(max(1, len(stopped))) as pool:  # formatting is a JVM start per node: overlap them
             procs = dict(zip([n.node_id for n in stopped], pool.map(ClusterNode.launch, stopped), strict=True))
         try:

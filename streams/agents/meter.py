@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -18,7 +19,7 @@ from streams.stages.meter import MeterStage
 from streams.tiers import DEFAULT_TIERS_PATH, TierConfigWatcher
 
 
-def make_current(events: list[faust.EventT], index: int) -> None:
+def make_current(events: Sequence[faust.EventT], index: int) -> None:
     """Make ``events[index]`` the current event of *this task*: Faust writes a table key to the changelog partition of
     the current event, and after ``take_events`` there is none. Only the context variable is set: the stream's
     ``current_event`` attribute belongs to the task that fills the take buffer (setting it loses events)."""
@@ -47,7 +48,7 @@ def register(app: faust.App, settings: Settings) -> MeterStage:
         # Opt-in batches: one broker acknowledgement covers every usage record of a batch (MeterStage.handle_batch).
         async for events in stream.take_events(settings.meter_batch, within=settings.meter_batch_wait_s):
             batch = [(e.value, source_of(e)) for e in events]
-            await stage.handle_batch(batch, send, partial(make_current, list(events)))
+            await stage.handle_batch(batch, send, partial(make_current, events))
 
     @app.timer(settings.costs_interval_s)
     async def publish_costs() -> None:
