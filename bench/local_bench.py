@@ -243,6 +243,7 @@ def main() -> int:
     add("--timeout", type=float, default=600.0, help="per worker request, seconds")
     add("--no-worker", action="store_true", help="bare vs stage only (no broker, no worker)")
     add("--partitions", type=int, default=4)
+    add("--threads", type=int, default=None, help="llama.cpp threads, every way (default: the settings' default)")
     add("--port", type=int, default=29392, help="local broker port (controller: port + 1)")
     add("--out", default=str(REPO / "bench" / "results" / "local.json"), help="and the markdown beside it (.md)")
     add("--json", action="store_true", help="print the JSON object as the last stdout line")
@@ -259,6 +260,8 @@ def main() -> int:
         # Default settings, as the worker gets them (start_worker drops SLUICE_* variables): the same model.
         settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=args.partitions)
         settings = settings.with_overrides(topic_prefix="lb" + uuid.uuid4().hex[:10])
+        if args.threads is not None:
+            settings = settings.with_overrides(local_threads=args.threads)
         result = asyncio.run(run(settings, args, tmp))
     finally:
         if broker is not None:

@@ -165,6 +165,7 @@ def start_worker(settings: Settings, tmp: Path) -> tuple[subprocess.Popen[bytes]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     env.update(KAFKA_BOOTSTRAP=settings.bootstrap, SLUICE_TOPIC_PREFIX=settings.topic_prefix)
     env.update(SLUICE_PARTITIONS=str(settings.partitions), SLUICE_DATA_DIR=settings.data_dir)
+    env.update(SLUICE_LOCAL_THREADS=str(settings.local_threads))
     env.update(SLUICE_LOG_LEVEL="warning", SLUICE_BREAKER_ENABLED="false", SLUICE_TIERS_FILE=str(tmp / "tiers.yaml"))
     cmd = [sys.executable, "-m", "streams.cli", "worker"]
     cmd += [a for role in ("admit", "cache", "local", "cloud", "meter") for a in ("--role", role)]
@@ -213,7 +214,9 @@ def markdown(r: dict[str, Any]) -> str:
         n = sr["offered_per_s"]
         loads.append((n, cr["achieved_send_per_s"], f"{cr['p50_ms']} / {cr['p99_ms']}", sr["achieved_send_per_s"]))
         loads[-1] += (sr["answered_per_s"], f"{sr['p50_ms']} / {sr['p99_ms']}", f"{sr['answered_ok']}/{sr['sent']}")
-        loads[-1] += (f"{q['p50_sluice_over_ceiling'][n]} / {q['p99_sluice_over_ceiling'][n]}",)
+        p50, p99 = (q[f"{p}_sluice_over_ceiling"] for p in ("p50", "p99"))
+        # JSON keys are strings: the same table renders from the live result and from its saved JSON
+        loads[-1] += (f"{p50.get(n, p50.get(str(n)))} / {p99.get(n, p99.get(str(n)))}",)
     cw, sw = cm["answered_in_window_per_s"], sm["answered_in_window_per_s"]
     text = [
         "# Pipeline benchmark\n",

@@ -17,8 +17,6 @@ from schemas.records import (
     ROLES,
     SCHEMA_VERSION,
     CachePurge,
-    Cancel,
-    Chunk,
     Decision,
     Job,
     Message,
@@ -28,6 +26,7 @@ from schemas.records import (
     new_id,
     now_ms,
 )
+from schemas.streaming import Cancel, Chunk
 
 _NAME_MAX = 256  # tenant, session, id, reply_to
 # Deeper metadata would parse but could not be re-encoded inside a job (orjson.dumps stops at 254 levels).

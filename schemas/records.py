@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -229,7 +229,12 @@ class DeadLetter:
         return asdict(self)
 
 
-def dumps(record: Request | Response | Job | Result | CachePurge | DeadLetter | dict[str, Any]) -> bytes:
+class Record(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def dumps(record: Record | dict[str, Any]) -> bytes:
+    """A record (anything with ``to_dict``) or a plain dict as JSON bytes."""
     data = record if isinstance(record, dict) else record.to_dict()
     return orjson.dumps(data)
 
@@ -279,37 +284,3 @@ class Decision:
             at=int(d.get("at") or 0),
             v=int(d.get("v", SCHEMA_VERSION)),
         )
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Part of a streamed reply, on ``sluice.chunks`` (key: request id) and ``reply_to``: ``seq`` counts from 0
-    per request id; the final ``Response`` (on ``sluice.responses``) follows and carries usage and cost. A chunk
-    is never metered. Redelivery may repeat chunks: keep the first per (id, seq)."""
-
-    id: str
-    seq: int
-    text: str
-    tenant: str = ""
-    session: str = ""
-    created_at: int = field(default_factory=now_ms)
-    type: str = "chunk"
-    v: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """Stop generating for a request (its streamed consumer went away), on ``sluice.cancel`` (key: request id).
-    Every worker process reads all of it, without a consumer group."""
-
-    id: str
-    reason: str = "client_disconnected"
-    at: int = field(default_factory=now_ms)
-    type: str = "cancel"
-    v: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

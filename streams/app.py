@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from streams import faust_patches
+from streams import faust_patches, lost_event_guard
 from streams.settings import Settings
 
 
@@ -90,6 +90,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
         broker_commit_interval=1.0,
         producer_linger=0.001,
     )
+    lost_event_guard.install(app, settings.lost_event_check_s)
     return app
 
 

@@ -17,7 +17,8 @@ from collections import OrderedDict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.parse import InvalidMessage, parse_cancel
-from schemas.records import Cancel, dumps
+from schemas.records import dumps
+from schemas.streaming import Cancel
 from streams.kafka_clients import assign_all, stop_consumer
 from streams.settings import Settings
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -231,7 +232,22 @@ def _install_log_redaction() -> None:
     install(settings)
 
 
+MODEL_COMMANDS = frozenset({"up", "worker"})  # the commands whose roles load local models
+
+
+def _load_native_first(argv: Sequence[str]) -> None:
+    """Before the parser imports numpy: a CUDA build of llama.cpp must load first (workers/local/native_order.py)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in MODEL_COMMANDS:
+        return
+    from workers.local.native_order import load_llama_first
+
+    with contextlib.suppress(ValueError):  # broken settings are reported by the command that reads them
+        load_llama_first(_settings())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _load_native_first(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)

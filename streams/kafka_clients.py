@@ -9,6 +9,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.settings import Settings
 
 
+def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer outside any group, for reading a topic's partitions directly (reports, tails, replay)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False, **settings.kafka_client_options()
+    )
+
+
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """Stop a consumer; aiokafka 0.14 raises a stray CancelledError when a group-less consumer stops
     before its internal reset task ran. Swallow only that one, never a real cancellation of our task."""

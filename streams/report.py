@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from streams.kafka_clients import assign_all, stop_consumer
+from streams.kafka_clients import assign_all, groupless_consumer, stop_consumer
 from streams.policy.aggregates import Totals
 from streams.settings import Settings
 
@@ -69,9 +68,7 @@ def build_report(records: Iterable[dict[str, Any]]) -> Report:
 
 async def read_usage(settings: Settings, since_ms: int | None) -> list[dict[str, Any]]:
     """Every usage record from ``since_ms`` (or the start) up to the end offsets read when we began."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False, **settings.kafka_client_options()
-    )
+    consumer = groupless_consumer(settings)
     await consumer.start()
     try:
         tps = await assign_all(consumer, settings, settings.topic("usage"))

@@ -47,6 +47,9 @@ class Settings:
     broker_session_timeout: float = 10.0
     broker_heartbeat_interval: float = 3.0
     broker_rebalance_timeout: float = 20.0
+    # Every this many seconds each app looks for an input event lost inside the process (see
+    # streams/policy/lost_events.py) and reads its partition again from it; 0 turns the check off.
+    lost_event_check_s: float = 10.0
 
     data_dir: str = field(default_factory=_default_data_dir)
 
@@ -105,11 +108,17 @@ class Settings:
     breaker_cost_window_s: float = 60.0
     breaker_max_repeats: int = 8
     breaker_cooldown_s: float = 30.0
+    # A session's breaker and budget state is forgotten after this long without a request or usage record (0: kept
+    # forever). Bounds the admit table; a session that comes back later starts with a fresh budget and breaker.
+    session_idle_ttl_s: float = 86_400.0
 
     # Metering: how often running cost aggregates go to sluice.costs; responses metered per broker round trip,
     # and how long the meter waits to fill a batch.
     costs_interval_s: float = 10.0
     meter_batch: int = 1
+    # How long the meter's ledger remembers a metered request id (redeliveries within it are counted once); older
+    # entries are rolled up into per-partition totals and dropped (0: never). See streams/stages/meter_horizon.py.
+    meter_dedup_horizon_s: float = 21_600.0
     meter_batch_wait_s: float = 0.005
 
     # How long ``sluice submit`` and the client wait for a reply.

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.records import Chunk, Request, Response
+from schemas.records import Request, Response
+from schemas.streaming import Chunk
 from streams.settings import Settings
 
 if TYPE_CHECKING:

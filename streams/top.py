@@ -19,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.records import now_ms
-from streams.kafka_clients import assign_all, stop_consumer
+from streams.kafka_clients import assign_all, groupless_consumer, stop_consumer
 from streams.lag import GroupLag, LagReader
 from streams.policy.aggregates import Totals
 from streams.settings import Settings
@@ -48,9 +48,7 @@ class Tail:
 
     async def _start(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap, group_id=None, enable_auto_commit=False, **s.kafka_client_options()
-        )
+        consumer = groupless_consumer(s)
         await consumer.start()
         try:
             self.tps = await assign_all(consumer, s, self.topic)

@@ -85,6 +85,12 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
         "{prefix}-meter-ledger-changelog", "request id", "metered usage per request id (dedup ledger)", COMPACTED
     ),
+    TopicSpec(
+        "{prefix}-meter-rollup-changelog",
+        "partition",
+        "totals of the usage pruned from the ledger, per partition (see streams/stages/meter_horizon.py)",
+        COMPACTED,
+    ),
 )
 
 

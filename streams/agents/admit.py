@@ -61,6 +61,6 @@ def register(app: faust.App, settings: Settings) -> AdmitStage:
     @app.agent(raw_topic(app, settings.topic("usage")), name="settle")
     async def settle_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await emit(app, await stage.settle(event.value))
+            await emit(app, await stage.settle(event.value, source_of(event)))
 
     return stage

@@ -34,8 +34,10 @@ def register(app: faust.App, settings: Settings) -> MeterStage:
         if stage is not None:
             stage.rebuild()  # the ledger came back from its changelog: recompute totals from it
 
+    # Both tables are restored before either's on_recover runs (Faust calls them once recovery is complete).
     ledger: Any = app.Table("ledger", default=None, partitions=settings.partitions, on_recover=rebuild)
-    stage = MeterStage(settings, ledger, lambda: watcher.current().frontier, count_tokens)
+    rollups: Any = app.Table("rollup", default=None, partitions=settings.partitions)
+    stage = MeterStage(settings, ledger, lambda: watcher.current().frontier, count_tokens, rollups)
 
     send = partial(emit_acked, app)
 

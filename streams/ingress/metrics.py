@@ -25,7 +25,8 @@ from prometheus_client.registry import Collector
 from schemas.records import now_ms
 from streams.kafka_clients import assign_all, stop_consumer
 from streams.lag import LagReader
-from streams.policy.aggregates import SeenIds, Totals
+from streams.policy.aggregates import Totals
+from streams.policy.seen_ids import SeenIds
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

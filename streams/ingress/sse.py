@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from aiohttp import web
 
-from schemas.records import Chunk, Request, Response
+from schemas.records import Request, Response
+from schemas.streaming import Chunk
 from streams.ingress.openai_api import ApiError, rejection, sluice_headers
 
 if TYPE_CHECKING:

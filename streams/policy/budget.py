@@ -36,7 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from streams.policy.aggregates import SeenIds, window_start
+from streams.policy.aggregates import window_start
+from streams.policy.seen_ids import SeenIds
 
 EPS: Final = 1e-9  # USD: float noise must not reject an exact fit
 DAY_MS: Final = 86_400_000

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-
 from schemas.parse import InvalidMessage, Limits, parse_decision, parse_request
-from streams.kafka_clients import assign_all, stop_consumer
+from streams.kafka_clients import assign_all, groupless_consumer, stop_consumer
 from streams.policy.replay import Logged
 from streams.settings import Settings
 
@@ -22,9 +20,7 @@ LENIENT = Limits(max_message_bytes=1 << 62, max_prompt_chars=1 << 62)
 
 async def read_range(settings: Settings, topic: str, since_ms: int, until_ms: int) -> list[Record]:
     """Records of ``topic`` with timestamps in [since_ms, until_ms], in each partition's order."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False, **settings.kafka_client_options()
-    )
+    consumer = groupless_consumer(settings)
     await consumer.start()
     try:
         tps = await assign_all(consumer, settings, topic)

@@ -66,7 +66,7 @@ class AdmitStage:
         events: list[Outgoing] = []
         guarded = None
         if self.guard is not None:
-            guarded, events = self.guard.admit(request)
+            guarded, events = self.guard.admit(request, source.partition)
             if not guarded.allow:
                 reason = guarded.reason or "rejected"
                 self.counts[f"rejected:{reason}"] += 1
@@ -92,7 +92,7 @@ class AdmitStage:
             return [*events, forward_job(self.settings, request.tenant, job.to_dict()), *decided]
         return [*events, Outgoing(self._topic("lookup"), key.encode(), dumps(job)), *decided]
 
-    async def settle(self, raw: bytes) -> list[Outgoing]:
+    async def settle(self, raw: bytes, source: Source | None = None) -> list[Outgoing]:
         """A ``sluice.usage`` record: settle its session's reservation (idempotent per request id)."""
         try:
             usage = orjson.loads(raw)
@@ -100,7 +100,8 @@ class AdmitStage:
             return []
         if not isinstance(usage, dict) or "id" not in usage or "session" not in usage:
             return []
-        out = self.guard.settle(usage) if self.guard is not None else []
+        partition = None if source is None else source.partition
+        out = self.guard.settle(usage, partition) if self.guard is not None else []
         tenant = usage.get("tenant")
         if isinstance(tenant, str) and tenant in self.tenant_budgets:
             out.append(forward_usage(self.settings, tenant, usage))

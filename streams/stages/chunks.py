@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from schemas.records import Chunk, Request, dumps
+from schemas.records import Request, dumps
+from schemas.streaming import Chunk
 from streams.stages.outgoing import Outgoing
 
 Send = Callable[[list[Outgoing]], Awaitable[None]]

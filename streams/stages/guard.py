@@ -60,6 +60,10 @@ class SessionGuard:
         self.worst_price = worst_price
         self.config = breaker_config(settings)
         self.control = settings.topic("control")
+        self.idle_ttl_ms = int(settings.session_idle_ttl_s * 1000)
+        # Each partition is swept at most this often (a sweep scans the table): a tenth of the TTL, 10 s to 10 min.
+        self.sweep_every_ms = min(600_000, max(10_000, self.idle_ttl_ms // 10))
+        self._swept_at: dict[int, int] = {}
 
     def _load(self, request_or_session: Request | str, tenant: str = "") -> tuple[breaker.SessionState, BudgetLedger]:
         session = request_or_session.session if isinstance(request_or_session, Request) else request_or_session
@@ -72,13 +76,39 @@ class SessionGuard:
         ledger.set_limits(_limit(self.settings.session_budget_soft_usd), _limit(self.settings.session_budget_hard_usd))
         return state, ledger
 
-    def _save(self, state: breaker.SessionState, ledger: BudgetLedger) -> None:
+    def _save(self, state: breaker.SessionState, ledger: BudgetLedger, now: int, partition: int | None) -> None:
+        """``at`` and ``p`` (the partition whose changelog holds the key) let :meth:`sweep` forget idle sessions."""
         key = session_key(state.tenant, state.session)
-        self.sessions[key] = {"breaker": state.to_dict(), "budget": ledger.to_dict()}
+        self.sessions[key] = {"breaker": state.to_dict(), "budget": ledger.to_dict(), "at": now, "p": partition}
 
-    def admit(self, request: Request) -> tuple[GuardVerdict, list[Outgoing]]:
-        """Breaker first (a looping agent is stopped even with budget left), then the budget reservation."""
+    def sweep(self, partition: int, now: int) -> int:
+        """Forget the sessions of ``partition`` idle for longer than the TTL; at most once per ``sweep_every_ms``.
+
+        Runs while a message of ``partition`` is being handled: a changelog-backed table writes the deletion to
+        that partition's changelog, the one holding the key. A session with a reservation still open is kept.
+        Returns how many sessions were forgotten."""
+        if self.idle_ttl_ms <= 0 or now - self._swept_at.get(partition, 0) < self.sweep_every_ms:
+            return 0
+        self._swept_at[partition] = now
+        horizon = now - self.idle_ttl_ms
+        idle = [
+            key
+            for key, saved in list(self.sessions.items())
+            if isinstance(saved, dict)
+            and saved.get("p") == partition
+            and int(saved.get("at") or now) < horizon
+            and not (saved.get("budget") or {}).get("reserved")
+        ]
+        for key in idle:
+            del self.sessions[key]
+        return len(idle)
+
+    def admit(self, request: Request, partition: int | None = None) -> tuple[GuardVerdict, list[Outgoing]]:
+        """Breaker first (a looping agent is stopped even with budget left), then the budget reservation.
+        ``partition``: the one the request came from (see :meth:`sweep`)."""
         now = now_ms()
+        if partition is not None:
+            self.sweep(partition, now)
         state, ledger = self._load(request)
         out: list[Outgoing] = []
         if self.settings.breaker_enabled:
@@ -88,7 +118,7 @@ class SessionGuard:
             if decision.transition is not None:
                 out.append(self._event(decision.transition.to_event()))
             if not decision.allow:
-                self._save(state, ledger)
+                self._save(state, ledger, now, partition)
                 return GuardVerdict(False, "breaker", decision.reason), out
         ledger.expire(now)
         amount = estimate_reservation(
@@ -100,14 +130,17 @@ class SessionGuard:
         verdict = ledger.reserve(request.id, amount, now)
         if verdict.soft_alert:
             out.append(self._budget_alert(request.session, request.tenant, ledger, now))
-        self._save(state, ledger)
+        self._save(state, ledger, now, partition)
         if not verdict.ok:
             return GuardVerdict(False, "budget", verdict.reason), out
         return GuardVerdict(True, reserved_usd=amount), out
 
-    def settle(self, usage: dict[str, Any]) -> list[Outgoing]:
-        """A usage record for this session: settle the reservation, feed the cost and probe outcome to the breaker."""
+    def settle(self, usage: dict[str, Any], partition: int | None = None) -> list[Outgoing]:
+        """A usage record for this session: settle the reservation, feed the cost and probe outcome to the breaker.
+        ``partition``: the one the record came from (usage and requests are both keyed by session)."""
         now = now_ms()
+        if partition is not None:
+            self.sweep(partition, now)
         session, tenant = str(usage["session"]), str(usage.get("tenant", ""))
         if session_key(tenant, session) not in self.sessions:
             return []
@@ -126,14 +159,14 @@ class SessionGuard:
             ):
                 if decision.transition is not None:
                     out.append(self._event(decision.transition.to_event()))
-        self._save(state, ledger)
+        self._save(state, ledger, now, partition)
         return out
 
-    def release(self, request: Request) -> None:
+    def release(self, request: Request, partition: int | None = None) -> None:
         """The request will never reach a tier (rejected later in admission): free its reservation."""
         state, ledger = self._load(request)
         if ledger.release(request.id):
-            self._save(state, ledger)
+            self._save(state, ledger, now_ms(), partition)
 
     def _event(self, event: dict[str, Any]) -> Outgoing:
         return Outgoing(self.control, str(event["session"]).encode(), dumps({"v": 1, "type": "breaker", **event}))

@@ -16,10 +16,11 @@ from typing import Any
 
 from schemas.parse import InvalidMessage, parse_response
 from schemas.records import Response, dumps, now_ms
-from streams.policy.aggregates import Totals, window_start
+from streams.policy.aggregates import Totals, group_keys, window_start
 from streams.policy.cost import UsageRecord
 from streams.settings import Settings
 from streams.stages.decisions import DecisionTrail
+from streams.stages.meter_horizon import LedgerHorizon, Rollup
 from streams.stages.outgoing import Outgoing, Source, dead_letter
 
 Send = Callable[[list[Outgoing]], Awaitable[None]]  # publish and wait for the broker's acknowledgement
@@ -29,26 +30,46 @@ KEEP_WINDOWS = 60
 
 
 class Aggregates:
-    """Running totals and tumbling 1-minute windows per dimension value (this process's partitions)."""
+    """Running totals and tumbling 1-minute windows per dimension value (this process's partitions).
+
+    ``dirty``: the running keys changed since the last snapshot (only those are re-published). Sessions are
+    forgotten once idle past the ledger horizon (see meter_horizon.py), so the running totals stay bounded."""
 
     def __init__(self) -> None:
         self.running: dict[tuple[str, str], Totals] = {}
         self.windows: dict[tuple[str, str, int], Totals] = {}
         self.overall = Totals()
+        self.dirty: set[tuple[str, str]] = set()
+        self.session_seen: dict[str, int] = {}
 
     def add(self, usage: dict[str, Any]) -> None:
         busy = float(usage.get("busy_ms") or 0.0)
         self.overall.add_usage(usage, busy_ms=busy)
-        window = window_start(int(usage.get("created_at") or now_ms()), WINDOW_MS)
-        for dim in DIMENSIONS:
-            value = usage.get(dim)
-            if value is None or value == "":
-                continue
-            self.running.setdefault((dim, str(value)), Totals()).add_usage(usage, busy_ms=busy)
-            self.windows.setdefault((dim, str(value), window), Totals()).add_usage(usage, busy_ms=busy)
+        created = int(usage.get("created_at") or now_ms())
+        window = window_start(created, WINDOW_MS)
+        for key in group_keys(usage, DIMENSIONS):
+            self.running.setdefault(key, Totals()).add_usage(usage, busy_ms=busy)
+            self.dirty.add(key)
+            self.windows.setdefault((*key, window), Totals()).add_usage(usage, busy_ms=busy)
+        session = usage.get("session")
+        if session:
+            self.session_seen[str(session)] = max(self.session_seen.get(str(session), 0), created)
         if len(self.windows) > KEEP_WINDOWS * 64:
             oldest = window - KEEP_WINDOWS * WINDOW_MS
             self.windows = {k: v for k, v in self.windows.items() if k[2] >= oldest}
+
+    def add_rollup(self, rollup: Rollup) -> None:
+        self.overall.merge(rollup.overall)
+        for key, totals in rollup.running.items():
+            self.running.setdefault(key, Totals()).merge(totals)
+            self.dirty.add(key)
+
+    def forget_sessions(self, idle_before: int) -> None:
+        for session, seen in list(self.session_seen.items()):
+            if seen < idle_before:
+                del self.session_seen[session]
+                self.running.pop(("session", session), None)
+                self.dirty.discard(("session", session))
 
 
 class MeterStage:
@@ -58,9 +79,12 @@ class MeterStage:
         ledger: MutableMapping[str, dict[str, Any]],
         baseline_price: Callable[[], Any],
         completion_tokens: Callable[[str, str], int] | None = None,
+        rollups: MutableMapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
         self.ledger = ledger
+        horizon_ms = int(settings.meter_dedup_horizon_s * 1000)
+        self.horizon = LedgerHorizon(ledger, {} if rollups is None else rollups, horizon_ms)
         self.baseline_price = baseline_price  # the frontier tier's price, read at use (the config reloads)
         self.completion_tokens = completion_tokens
         self.aggregates = Aggregates()
@@ -70,10 +94,14 @@ class MeterStage:
         self.started_ms = now_ms()
 
     def rebuild(self) -> None:
-        """Recompute the aggregates from the ledger (after table recovery)."""
+        """Recompute the aggregates from the rollups and the ledger (after table recovery)."""
         self.aggregates = Aggregates()
-        for usage in list(self.ledger.values()):
-            self.aggregates.add(usage)
+        for rollup in self.horizon.all_rollups():
+            self.aggregates.add_rollup(rollup)
+        self.horizon.reindex()
+        for entry in list(self.ledger.values()):
+            if self.horizon.counts_in_totals(entry):
+                self.aggregates.add(entry)
 
     async def handle(self, raw: bytes, source: Source, send: Send) -> None:
         """One response (see :meth:`handle_batch`)."""
@@ -107,12 +135,23 @@ class MeterStage:
         if not out:
             return
         await send(out)
+        last_of: dict[int, int] = {}  # partition -> index of its last message in the batch
         for request_id, (index, usage) in counted.items():
             if enter is not None:
                 enter(index)
-            self.ledger[request_id] = usage
+            partition = batch[index][1].partition
+            entry = self.horizon.stamp(usage, partition)
+            self.ledger[request_id] = entry
+            self.horizon.counted(request_id, entry)
             self.aggregates.add(usage)
+            last_of[partition] = index
         self.counts["counted"] += len(counted)
+        for partition, index in last_of.items():
+            if self.horizon.due(partition):
+                if enter is not None:
+                    enter(index)  # the rollup and deletions go to this partition's changelog
+                self.counts["pruned"] += self.horizon.prune(partition)
+                self.aggregates.forget_sessions(self.horizon.cutoff(partition))
 
     def usage_of(self, response: Response) -> dict[str, Any]:
         route = response.route or {}
@@ -143,13 +182,17 @@ class MeterStage:
         return usage
 
     def snapshot(self, now: int) -> list[Outgoing]:
-        """``sluice.costs`` records: running totals and the current window per dimension value, plus overall."""
+        """``sluice.costs`` records: overall, the running totals changed since the last snapshot, and the current
+        and just-closed window per dimension value."""
         topic = self.settings.topic("costs")
         wall = max(1, now - self.started_ms)
         out = [self._cost(topic, "all", "all", None, self.aggregates.overall, now, wall)]
         current = window_start(now, WINDOW_MS)
-        for (dim, value), totals in self.aggregates.running.items():
-            out.append(self._cost(topic, dim, value, None, totals, now, wall))
+        for dim, value in sorted(self.aggregates.dirty):  # unchanged running totals were published already
+            totals = self.aggregates.running.get((dim, value))
+            if totals is not None:
+                out.append(self._cost(topic, dim, value, None, totals, now, wall))
+        self.aggregates.dirty.clear()
         for (dim, value, window), totals in self.aggregates.windows.items():
             if window >= current - WINDOW_MS:  # the current and the just-closed window
                 out.append(self._cost(topic, dim, value, window, totals, now, WINDOW_MS))

@@ -19,17 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-from aiokafka import AIOKafkaConsumer
-
 from schemas.records import Request, Response
 from streams.client import SluiceClient, make_request
-from streams.kafka_clients import assign_all, stop_consumer
 from streams.report import build_report, read_usage
 from streams.settings import Settings
 from tests.fixtures.provider_sim import ProviderSim
 from tests.integration.procs import SluiceProcess, start_worker
+from tests.integration.stuck import where_stuck
 from tests.integration.tiers_files import write_tiers
+from tests.integration.topic_reader import read_to_end
 
 
 def free_port_block(count: int, low: int = 20000, high: int = 40000) -> int:
@@ -173,7 +171,11 @@ class Load:
             await asyncio.sleep(0.1)
 
     async def responses(self, timeout_s: float, what: Callable[[], str] = str) -> dict[str, Response]:
-        await self.wait_answered(len(self.requests), timeout_s, what)
+        try:
+            await self.wait_answered(len(self.requests), timeout_s, what)
+        except AssertionError as exc:  # say which stage holds the unanswered ones
+            missing = {r.id for r in self.requests} - {rid for rid, f in self.futures.items() if f.done()}
+            raise AssertionError(f"{exc}\n{await where_stuck(self.client.settings, missing)}") from None
         return {rid: f.result() for rid, f in self.futures.items()}
 
 
@@ -183,31 +185,6 @@ async def warm_up(settings: Settings, pipeline: Pipeline, count: int = 20) -> No
         warm = Load(client, cheap_requests(count, prompts=count, label="Warm-up"))
         await warm.publish()
         await warm.wait_answered(count, 240, pipeline.tails)
-
-
-async def read_to_end(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    """Every JSON record of ``topic`` from the start to the end offsets read when we began."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap, group_id=None, enable_auto_commit=False, **settings.kafka_client_options()
-    )
-    await consumer.start()
-    try:
-        tps = await assign_all(consumer, settings, topic)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])
-        out: list[dict[str, Any]] = []
-        pending = {tp for tp in tps if starts[tp] < ends[tp]}
-        while pending:
-            batches = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, batch in batches.items():
-                out.extend(orjson.loads(m.value) for m in batch if m.value)
-                if batch and batch[-1].offset + 1 >= ends[tp]:
-                    pending.discard(tp)
-        return out
-    finally:
-        await stop_consumer(consumer)
 
 
 async def metered(settings: Settings, ids: set[str], timeout_s: float) -> list[dict[str, Any]]:

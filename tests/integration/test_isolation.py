@@ -87,7 +87,11 @@ async def test_cache_budgets_and_metering_never_cross_tenants(settings: Settings
         assert hit.text == (own if hit.tier == "cache" else "hello from the simulator"), hit
     # Budgets: acme stops at its own limit; globex, same session name, is never refused.
     acme_ok = [a for a in acme_spend if a.status == "ok"]
-    assert acme_ok and acme_spend[-1].status == "rejected" and acme_spend[-1].reason == "budget"
+    # Which of the six is refused depends on whether the previous answer's usage has settled (until it does, its
+    # worst case stays reserved), so a refusal may come early and a later request may fit again; what must hold is
+    # that acme is refused for budget and never spends past it.
+    refused = [a for a in acme_spend if a.status == "rejected"]
+    assert acme_ok and refused and all(a.reason == "budget" for a in refused)
     assert {a.reason for a in acme_spend if a.status == "rejected"} == {"budget"}  # its tenant's or its session's
     assert sum(a.cost_usd for a in acme_ok) <= ACME_BUDGET
     assert [a.status for a in globex_spend] == ["ok"] * 3 and all(a.cost_usd > 0.004 for a in globex_spend)

@@ -9,7 +9,6 @@ import pytest
 
 from streams.policy.aggregates import (
     LatencyHistogram,
-    SeenIds,
     Totals,
     group_keys,
     merge,
@@ -17,6 +16,7 @@ from streams.policy.aggregates import (
     window_start,
 )
 from streams.policy.cost import UsageRecordV1
+from streams.policy.seen_ids import SeenIds
 
 T0 = 1_700_000_012_345
 

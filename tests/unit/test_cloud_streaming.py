@@ -36,12 +36,6 @@ FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.01, deadlin
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[ProviderSim]:
-    async with ProviderSim() as s:
-        yield s
-
-
-@pytest.fixture
 async def providers(sim: ProviderSim) -> AsyncIterator[dict[str, Any]]:
     made: dict[str, HttpProvider] = {
         "openai": OpenAICompatProvider(api_key="sk-o", base_url=sim.openai_base_url),

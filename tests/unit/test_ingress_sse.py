@@ -14,7 +14,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from schemas.records import Chunk, Request, Response, Usage
+from schemas.records import Request, Response, Usage
+from schemas.streaming import Chunk
 from streams.ingress.keys import KeyMap
 from streams.ingress.server import create_app
 from streams.settings import Settings

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from schemas.records import Chunk, Request, Response
+from schemas.records import Request, Response
+from schemas.streaming import Chunk
 from streams.settings import Settings
 from streams.streaming_client import ReplyStream
 

@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from schemas.parse import InvalidMessage, parse_cancel, parse_chunk, parse_request
-from schemas.records import Cancel, Chunk, Request, Response, dumps
+from schemas.records import Request, Response, dumps
+from schemas.streaming import Cancel, Chunk
 from streams.cancels import CancelRegistry
 from streams.stages.cache_state import answer_messages, waiter_of
 from streams.stages.chunks import split_text
