@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from streams.settings import Settings
@@ -103,9 +104,11 @@ class LocalBroker:
     def _format_storage(self, config: Path) -> None:
         if (self.log_dirs / "meta.properties").exists():
             return
-        cluster_id = _kafka_cluster_id()
+        cluster_id = kafka_cluster_id()
         subprocess.run(
-            self._java_cmd("kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(config)),
+            self._java_cmd(
+                "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}", "-c", str(config)
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -192,11 +195,18 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _kafka_cluster_id() -> str:
-    """A random cluster id in Kafka's format (base64url of 16 bytes, no padding)."""
+def kafka_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A random cluster id in Kafka's format (base64url of 16 bytes, no padding).
+
+    Like Kafka's own ``Uuid.randomUuid``, it never starts with ``-``: the storage tool's argument parser would
+    read such an id as an option (1 in 64 ids did, and failed CI with "expected one argument").
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def wait_ready(settings: Settings, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:

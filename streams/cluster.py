@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from streams.broker import KAFKA_DIR, BrokerError, LocalBroker, _kafka_cluster_id, wait_ready
+from streams.broker import KAFKA_DIR, BrokerError, LocalBroker, kafka_cluster_id, wait_ready
 from streams.settings import Settings
 
 
@@ -92,7 +92,9 @@ class ClusterNode(LocalBroker):
         if (self.log_dirs / "meta.properties").exists():
             return
         subprocess.run(
-            self._java_cmd("kafka.tools.StorageTool", "format", "-t", self.cluster.cluster_id(), "-c", str(config)),
+            self._java_cmd(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster.cluster_id()}", "-c", str(config)
+            ),
             check=True,
             stdout=subprocess.DEVNULL,
         )
@@ -132,7 +134,7 @@ class LocalCluster:
         with self._id_lock:
             if not path.exists():
                 self.home.mkdir(parents=True, exist_ok=True)
-                path.write_text(_kafka_cluster_id())
+                path.write_text(kafka_cluster_id())
             return path.read_text().strip()
 
     def node(self, node_id: int) -> ClusterNode:
