@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import shutil
 import sys
 import tempfile
@@ -88,11 +89,19 @@ class Tally:
         return out
 
 
-def bare_round(llm: Any, settings: Settings, args: argparse.Namespace, tally: Tally) -> None:
-    """The ceiling: the same call LlamaCppModel makes, straight on llama_cpp, one after another."""
-    tokens, t0 = 0, time.perf_counter()
-    for i in range(args.requests):
+def bare_calls(
+    llm: Any, settings: Settings, args: argparse.Namespace, work: queue.SimpleQueue[int], tally: Tally
+) -> int:
+    """The ceiling: the same call LlamaCppModel makes, straight on llama_cpp, one after another, taking prompt
+    indexes from ``work`` (shared by every instance, so none idles while another has a backlog); tokens made."""
+    tokens = 0
+    while True:
+        try:
+            i = work.get_nowait()
+        except queue.Empty:
+            return tokens
         t = time.perf_counter()
+        llm.reset()  # as LlamaCppModel._fresh: every prompt evaluated from the start
         out = llm.create_chat_completion(
             messages=[{"role": "user", "content": prompt(i)}],
             max_tokens=args.max_tokens,
@@ -102,23 +111,36 @@ def bare_round(llm: Any, settings: Settings, args: argparse.Namespace, tally: Ta
         tally.latencies.append(time.perf_counter() - t)
         tokens += int(out["usage"]["completion_tokens"])
         tally.texts.add((i, out["choices"][0]["message"].get("content") or ""))
-    tally.add(tokens, time.perf_counter() - t0, args.requests)
+
+
+def _work(n: int) -> queue.SimpleQueue[int]:
+    work: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(n):
+        work.put(i)
+    return work
 
 
 async def stage_round(stage: LocalTierStage, args: argparse.Namespace, tally: Tally) -> None:
-    """Through the stage the local agent calls: job bytes in, result bytes out, generation in the pool."""
-    tokens, t0 = 0, time.perf_counter()
-    for i in range(args.requests):
-        request = make_request(prompt(i), tenant="bench", session=f"s{i}", max_tokens=args.max_tokens)
-        key = dedup_key("bench", request.chat(), {"max_tokens": args.max_tokens})
-        t = time.perf_counter()
-        outs = await stage.handle(dumps(Job(request=request, tier="local", key=key)), Source("bench", 0, i))
-        tally.latencies.append(time.perf_counter() - t)
-        response = json.loads(outs[0].value)["response"]
-        if response["status"] != "ok":
-            raise RuntimeError(f"stage generation failed: {response.get('reason')}")
-        tokens += int(response["usage"]["completion_tokens"])
-        tally.texts.add((i, response["text"]))
+    """Through the stage the local agent calls: job bytes in, result bytes out, generation in the pool; as many
+    calls in flight as the pool has instances (the local agent's concurrency)."""
+    tokens, gate = 0, asyncio.Semaphore(stage.pool.size)
+
+    async def one(i: int) -> None:
+        nonlocal tokens
+        async with gate:
+            request = make_request(prompt(i), tenant="bench", session=f"s{i}", max_tokens=args.max_tokens)
+            key = dedup_key("bench", request.chat(), {"max_tokens": args.max_tokens})
+            t = time.perf_counter()
+            outs = await stage.handle(dumps(Job(request=request, tier="local", key=key)), Source("bench", 0, i))
+            tally.latencies.append(time.perf_counter() - t)
+            response = json.loads(outs[0].value)["response"]
+            if response["status"] != "ok":
+                raise RuntimeError(f"stage generation failed: {response.get('reason')}")
+            tokens += int(response["usage"]["completion_tokens"])
+            tally.texts.add((i, response["text"]))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(args.requests)))
     tally.add(tokens, time.perf_counter() - t0, args.requests)
 
 
@@ -149,20 +171,40 @@ async def worker_round(client: SluiceClient, args: argparse.Namespace, tally: Ta
 async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     stage = LocalTierStage(settings, build_pool(settings))
     await stage.pool.start()
-    # Bare calls go to the pool's own llama_cpp.Llama, on the pool's executor thread: llama.cpp's CPU backend
-    # runs an OpenMP team per calling OS thread, and a second team (another thread calling another instance)
-    # makes libgomp throttle spinning for both, halving tokens/s on 2 cores. One model, one thread: the
-    # ceiling is the same call LlamaCppModel makes, without Sluice around it.
-    llm = stage.pool._models[0]._llm  # type: ignore[attr-defined]
+    # Bare calls go to the pool's own llama_cpp.Llama instances, each on the pool's executor (one OS thread per
+    # instance, as the pool runs them): llama.cpp's CPU backend runs an OpenMP team per calling OS thread, so
+    # the same instances on the same threads are the ceiling for this configuration, without Sluice around it.
+    models = [m._llm for m in stage.pool._models]  # type: ignore[attr-defined]
     executor = stage.pool._executor
     loop = asyncio.get_running_loop()
 
     async def bare(round_args: argparse.Namespace, tally: Tally) -> None:
-        await loop.run_in_executor(executor, bare_round, llm, settings, round_args, tally)
+        t0, work = time.perf_counter(), _work(round_args.requests)
+        calls = [loop.run_in_executor(executor, bare_calls, llm, settings, round_args, work, tally) for llm in models]
+        tokens = sum(await asyncio.gather(*calls))
+        tally.add(tokens, time.perf_counter() - t0, round_args.requests)
 
-    tallies = {"bare": Tally(), "stage": Tally(), "worker": Tally()}
+    single = None
+    if args.single_baseline and (stage.pool.size, settings.local_threads) != (1, os.cpu_count()):
+        # The naive ceiling: one instance using every core, one call at a time (no pool at all).
+        one_settings = settings.with_overrides(local_concurrency=1, local_threads=os.cpu_count() or 1)
+        single = LocalTierStage(one_settings, build_pool(one_settings))
+        await single.pool.start()
+        single_llm = single.pool._models[0]._llm  # type: ignore[attr-defined]
+
+        async def bare_single(round_args: argparse.Namespace, tally: Tally) -> None:
+            assert single is not None
+            t0, work = time.perf_counter(), _work(round_args.requests)
+            tokens = await loop.run_in_executor(
+                single.pool._executor, bare_calls, single_llm, settings, round_args, work, tally
+            )
+            tally.add(tokens, time.perf_counter() - t0, round_args.requests)
+
+    tallies = {"bare": Tally(), "stage": Tally(), "worker": Tally(), "bare_single": Tally()}
     warm = Tally()  # untimed: first calls allocate buffers
-    await bare(argparse.Namespace(**{**vars(args), "requests": 1}), warm)
+    await bare(argparse.Namespace(**{**vars(args), "requests": len(models)}), warm)
+    if single is not None:
+        await bare_single(argparse.Namespace(**{**vars(args), "requests": 1}), warm)
     await stage_round(stage, argparse.Namespace(**{**vars(args), "requests": 1}), warm)
     worker, client = None, None
     mem: dict[str, Any] = {}
@@ -181,6 +223,8 @@ async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[s
         for r in range(args.rounds):  # interleaved: noise from other processes hits every way alike
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
             await bare(args, tallies["bare"])
+            if single is not None:
+                await bare_single(args, tallies["bare_single"])
             await stage_round(stage, args, tallies["stage"])
             if client is not None:
                 try:
@@ -196,10 +240,17 @@ async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[s
         if worker is not None:
             stop_worker(worker)
         await stage.pool.close()
+        if single is not None:
+            await single.pool.close()
     out: dict[str, Any] = {name: t.summary() for name, t in tallies.items() if t.requests}
     bare = out["bare"]["tokens_per_s"]
     out["ratios"] = {f"{k}_over_bare": round(v["tokens_per_s"] / bare, 3) for k, v in out.items() if k != "bare"}
-    texts = set().union(*(t.texts for t in tallies.values()))  # one text per prompt index, in every way
+    if "bare_single" in out and "worker" in out:
+        out["ratios"]["worker_over_bare_single"] = round(
+            out["worker"]["tokens_per_s"] / out["bare_single"]["tokens_per_s"], 3
+        )
+    # One text per prompt index in every way of this configuration (another thread count may round differently).
+    texts = set().union(*(t.texts for name, t in tallies.items() if name != "bare_single"))
     out["same_output_every_way"] = len(texts) == len({i for i, _ in texts})
     out["worker_memory"] = mem
     headline = out["ratios"].get("worker_over_bare", out["ratios"].get("stage_over_bare"))
@@ -210,15 +261,16 @@ async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[s
 
 
 def markdown(r: dict[str, Any]) -> str:
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (k, r[k]["requests"], r[k]["completion_tokens"], r[k]["seconds"], r[k]["tokens_per_s"])
-        for k in ("bare", "stage", "worker")
+        for k in ("bare", "stage", "worker", "bare_single")
         if k in r
     ]
     rows = [(*row, r["ratios"].get(f"{row[0]}_over_bare", 1.0), r[row[0]].get("p50_request_s")) for row in rows]
     lines = [
         "# Local tier benchmark\n",
-        f"{r['started']}, {r['wall_s']} s. Model {r['model']}, {r['threads']} threads, max_tokens {r['max_tokens']},"
+        f"{r['started']}, {r['wall_s']} s. Model {r['model']}, {r.get('instances', 1)} instance(s) x {r['threads']}"
+        f" thread(s) (bare_single: one instance, every core), max_tokens {r['max_tokens']},"
         f" {r['rounds']} interleaved rounds of {r['requests']} requests; worker: {r['in_flight']} in flight,"
         f" cache off. Same output every way: {r['same_output_every_way']}.\n",
         *md_table(("way", "requests", "tokens", "seconds", "tokens/s", "/bare", "p50 s per request"), rows),
@@ -239,7 +291,9 @@ def main() -> int:
     add("--requests", type=int, default=6, help="per way per round")
     add("--rounds", type=int, default=3)
     add("--max-tokens", type=int, default=128)
-    add("--in-flight", type=int, default=2, help="worker requests outstanding")
+    add("--in-flight", type=int, default=None, help="worker requests outstanding (default: 2 per instance)")
+    add("--concurrency", type=int, default=None, help="model instances in the pool (default: the settings')")
+    add("--no-single", dest="single_baseline", action="store_false", help="skip the one-instance, all-cores bare way")
     add("--timeout", type=float, default=600.0, help="per worker request, seconds")
     add("--no-worker", action="store_true", help="bare vs stage only (no broker, no worker)")
     add("--partitions", type=int, default=4)
@@ -262,6 +316,11 @@ def main() -> int:
         settings = settings.with_overrides(topic_prefix="lb" + uuid.uuid4().hex[:10])
         if args.threads is not None:
             settings = settings.with_overrides(local_threads=args.threads)
+        if args.concurrency is not None:
+            settings = settings.with_overrides(local_concurrency=args.concurrency)
+        settings = settings.with_overrides(local_concurrency=settings.local_instances)  # resolved: bench and worker
+        if args.in_flight is None:
+            args.in_flight = 2 * settings.local_concurrency
         result = asyncio.run(run(settings, args, tmp))
     finally:
         if broker is not None:
@@ -269,6 +328,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     model = resolve_model_path(settings.local_model_path).name
     result = dict(started=started, model=model, threads=settings.local_threads, **result)
+    result["instances"] = settings.local_concurrency
     result.update(max_tokens=args.max_tokens, rounds=args.rounds, requests=args.requests, in_flight=args.in_flight)
     result["wall_s"] = round(time.monotonic() - wall0, 1)
     write_results(result, args.out, markdown, args.json)

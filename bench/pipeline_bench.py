@@ -166,6 +166,7 @@ def start_worker(settings: Settings, tmp: Path) -> tuple[subprocess.Popen[bytes]
     env.update(KAFKA_BOOTSTRAP=settings.bootstrap, SLUICE_TOPIC_PREFIX=settings.topic_prefix)
     env.update(SLUICE_PARTITIONS=str(settings.partitions), SLUICE_DATA_DIR=settings.data_dir)
     env.update(SLUICE_LOCAL_THREADS=str(settings.local_threads))
+    env.update(SLUICE_LOCAL_CONCURRENCY=str(settings.local_instances))
     env.update(SLUICE_LOG_LEVEL="warning", SLUICE_BREAKER_ENABLED="false", SLUICE_TIERS_FILE=str(tmp / "tiers.yaml"))
     cmd = [sys.executable, "-m", "streams.cli", "worker"]
     cmd += [a for role in ("admit", "cache", "local", "cloud", "meter") for a in ("--role", role)]

@@ -55,6 +55,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         SLUICE_PARTITIONS=str(settings.partitions),
         SLUICE_DATA_DIR=settings.data_dir,
         SLUICE_LOCAL_THREADS="1",
+        # One model instance per test worker: several workers share the 2 cores, and backlog tests count one.
+        SLUICE_LOCAL_CONCURRENCY="1",
         # SLUICE_TEST_WORKER_LOG_LEVEL=info (with DEVLOG=1 for Faust's own) when a subprocess's log must tell more
         SLUICE_LOG_LEVEL=os.environ.get("SLUICE_TEST_WORKER_LOG_LEVEL", "warning"),
         # SLUICE_TEST_METER_BATCH=500 runs the suite's meters with batched acknowledgements (opt-in in production)

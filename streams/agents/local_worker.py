@@ -33,7 +33,7 @@ def register(app: faust.App, settings: Settings) -> LocalTierStage:
     @app.agent(
         raw_topic(app, settings.topic("tier.local")),
         name="local-worker",
-        concurrency=settings.local_concurrency,
+        concurrency=settings.local_instances,
     )
     async def local_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():

@@ -19,7 +19,7 @@ from workers.local.factory import build_pool
 from workers.local.pool import ModelPool
 from workers.ports import Completion
 
-SETTINGS = Settings(topic_prefix="sx", local_threads=1)
+SETTINGS = Settings(topic_prefix="sx", local_threads=1, local_concurrency=1)  # one instance
 SRC = Source("sx.tier.local", 0, 7)
 
 

@@ -40,3 +40,12 @@ def test_security_options_pass_through_and_password_is_not_in_repr() -> None:
     assert opts["sasl_mechanism"] == "PLAIN" and opts["sasl_plain_username"] == "svc"
     assert opts["sasl_plain_password"] == "hunter2"
     assert "hunter2" not in repr(s)
+
+
+def test_local_instances_default_to_one_per_core_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert Settings().local_instances == 2  # 1 thread each: the throughput default on 2 cores
+    assert Settings(local_threads=2).local_instances == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert Settings().local_instances == 4  # capped: each instance holds its own weights and KV cache
+    assert Settings.from_env({"SLUICE_LOCAL_CONCURRENCY": "3"}).local_instances == 3

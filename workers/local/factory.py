@@ -43,5 +43,5 @@ def _build(settings: Settings) -> LocalModel:
 
 
 def build_pool(settings: Settings) -> ModelPool:
-    """A pool of ``local_concurrency`` instances of the configured backend (loaded on ``start``)."""
-    return ModelPool(partial(_build, settings), size=settings.local_concurrency)
+    """A pool of ``settings.local_instances`` instances of the configured backend (loaded on ``start``)."""
+    return ModelPool(partial(_build, settings), size=settings.local_instances)
