@@ -163,6 +163,7 @@ def start_worker(settings: Settings, tmp: Path) -> tuple[subprocess.Popen[bytes]
     tiers = {**yaml.safe_load(DEFAULT_TIERS_PATH.read_text()), "router": {"knob": 0.0}}
     (tmp / "tiers.yaml").write_text(yaml.safe_dump(tiers))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env.update({k[len("BENCH_") :]: v for k, v in os.environ.items() if k.startswith("BENCH_SLUICE_")})  # experiments
     env.update(KAFKA_BOOTSTRAP=settings.bootstrap, SLUICE_TOPIC_PREFIX=settings.topic_prefix)
     env.update(SLUICE_PARTITIONS=str(settings.partitions), SLUICE_DATA_DIR=settings.data_dir)
     env.update(SLUICE_LOCAL_THREADS=str(settings.local_threads))
