@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import queue
 import shutil
 import sys
 import tempfile
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_output import goal, md_table, targets_table, write_results  # noqa: E402
+from local_ways import Tally, bare_calls, prompt, work_queue  # noqa: E402
 from pipeline_bench import memory, start_worker, stop_worker  # noqa: E402
 
 from schemas.records import Job, dumps  # noqa: E402
@@ -49,75 +49,6 @@ from streams.stages.outgoing import Source  # noqa: E402
 from streams.topics import TOPICS, create_topics  # noqa: E402
 from workers.local.factory import build_pool  # noqa: E402
 from workers.local.model_files import resolve_model_path  # noqa: E402
-
-PROMPT = "Explain in a short paragraph how a write-ahead log lets a database recover after a crash."
-
-
-def prompt(i: int) -> str:
-    """Request i's prompt. Distinct prompts, as a model behind Sluice sees them (a repeated prompt is an exact
-    cache hit): a bare llama_cpp.Llama would otherwise skip evaluating a repeated prompt (its KV prefix reuse),
-    which Sluice gives up on purpose (LlamaCppModel._fresh: same answer whatever ran before)."""
-    return f"Question {i + 1}. {PROMPT}"
-
-
-class Tally:
-    """Completion tokens and wall seconds of one way, over every round."""
-
-    def __init__(self) -> None:
-        self.tokens = 0
-        self.seconds = 0.0
-        self.requests = 0
-        self.texts: set[tuple[int, str]] = set()  # (prompt index, text)
-        self.latencies: list[float] = []
-
-    def add(self, tokens: int, seconds: float, requests: int) -> None:
-        self.tokens, self.seconds, self.requests = (
-            self.tokens + tokens,
-            self.seconds + seconds,
-            self.requests + requests,
-        )
-
-    def summary(self) -> dict[str, Any]:
-        lat = sorted(self.latencies)
-        out: dict[str, Any] = dict(
-            requests=self.requests, completion_tokens=self.tokens, seconds=round(self.seconds, 3)
-        )
-        out.update(tokens_per_s=round(self.tokens / self.seconds, 2) if self.seconds else None)
-        out.update(distinct_outputs=len(self.texts))
-        if lat:
-            out.update(p50_request_s=round(lat[len(lat) // 2], 3), max_request_s=round(lat[-1], 3))
-        return out
-
-
-def bare_calls(
-    llm: Any, settings: Settings, args: argparse.Namespace, work: queue.SimpleQueue[int], tally: Tally
-) -> int:
-    """The ceiling: the same call LlamaCppModel makes, straight on llama_cpp, one after another, taking prompt
-    indexes from ``work`` (shared by every instance, so none idles while another has a backlog); tokens made."""
-    tokens = 0
-    while True:
-        try:
-            i = work.get_nowait()
-        except queue.Empty:
-            return tokens
-        t = time.perf_counter()
-        llm.reset()  # as LlamaCppModel._fresh: every prompt evaluated from the start
-        out = llm.create_chat_completion(
-            messages=[{"role": "user", "content": prompt(i)}],
-            max_tokens=args.max_tokens,
-            temperature=settings.local_temperature,
-            seed=0,
-        )
-        tally.latencies.append(time.perf_counter() - t)
-        tokens += int(out["usage"]["completion_tokens"])
-        tally.texts.add((i, out["choices"][0]["message"].get("content") or ""))
-
-
-def _work(n: int) -> queue.SimpleQueue[int]:
-    work: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for i in range(n):
-        work.put(i)
-    return work
 
 
 async def stage_round(stage: LocalTierStage, args: argparse.Namespace, tally: Tally) -> None:
@@ -179,7 +110,7 @@ async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[s
     loop = asyncio.get_running_loop()
 
     async def bare(round_args: argparse.Namespace, tally: Tally) -> None:
-        t0, work = time.perf_counter(), _work(round_args.requests)
+        t0, work = time.perf_counter(), work_queue(round_args.requests)
         calls = [loop.run_in_executor(executor, bare_calls, llm, settings, round_args, work, tally) for llm in models]
         tokens = sum(await asyncio.gather(*calls))
         tally.add(tokens, time.perf_counter() - t0, round_args.requests)
@@ -194,7 +125,7 @@ async def run(settings: Settings, args: argparse.Namespace, tmp: Path) -> dict[s
 
         async def bare_single(round_args: argparse.Namespace, tally: Tally) -> None:
             assert single is not None
-            t0, work = time.perf_counter(), _work(round_args.requests)
+            t0, work = time.perf_counter(), work_queue(round_args.requests)
             tokens = await loop.run_in_executor(
                 single.pool._executor, bare_calls, single_llm, settings, round_args, work, tally
             )
