@@ -13,6 +13,7 @@ import faust
 from streams.agents import admit, cache, cloud_worker, local_worker, meter
 from streams.app import create_app
 from streams.settings import Settings
+from streams.stages.shortcut import ExactShortcut
 
 Register = Callable[[faust.App, Settings], Any]
 
@@ -29,12 +30,17 @@ def build_apps(settings: Settings, roles: list[str]) -> list[faust.App]:
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ValueError(f"unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
-    apps = []
+    apps: dict[str, faust.App] = {}
+    stages: dict[str, Any] = {}
     for role in dict.fromkeys(roles):  # keep order, drop repeats
         app = create_app(settings, role)
-        ROLES[role](app, settings)
-        apps.append(app)
-    return apps
+        stages[role] = ROLES[role](app, settings)
+        apps[role] = app
+    if settings.admit_shortcut and "admit" in stages and "cache" in stages:
+        lookup = stages["cache"]
+        owns = cache.exact_owner(apps["cache"], lookup.state.exact, settings.partitions)
+        stages["admit"].shortcut = ExactShortcut(lookup, owns)
+    return list(apps.values())
 
 
 def run_worker(settings: Settings, roles: list[str]) -> None:

@@ -93,6 +93,8 @@ class Settings:
     embed_batch: int = 32
     embed_wait_ms: float = 4.0
     lookup_concurrency: int = 64
+    # A worker running both admit and cache answers exact hits of the keys it owns in admit (one hop less).
+    admit_shortcut: bool = True
 
     # Tiers, prices, providers and the router knob (YAML; reloaded on change). Empty: the shipped default.
     tiers_file: str = ""

@@ -7,10 +7,12 @@ process that claims a key is the one that completes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from streams.agents.emit import emit, emit_acked, source_of
 from streams.app import raw_topic
@@ -19,8 +21,26 @@ from streams.settings import Settings
 from streams.stages.cache_setup import build_cache_parts
 from streams.stages.cache_state import CacheState
 from streams.stages.complete import CompleteStage
-from streams.stages.lookup import LookupStage
+from streams.stages.lookup import LookupStage, partition_for
 from streams.stages.routing import build_router
+
+
+def exact_owner(app: faust.App, table: Any, partitions: int) -> Callable[[str], bool]:
+    """dedup key -> this app holds the key's partition of ``table`` as an active, recovered partition.
+
+    Faust keeps standby partitions in the same store and fills a newly assigned one during recovery, so the
+    table's contents alone prove nothing; the recovery service's set of active changelog partitions, outside a
+    rebalance, does."""
+    recovery = app.tables.recovery
+    changelog = table.changelog_topic.get_topic_name()
+    tps = [TP(changelog, p) for p in range(partitions)]
+
+    def owns(key: str) -> bool:
+        if app.rebalancing or app.in_recovery:
+            return False
+        return tps[partition_for(key, partitions)] in recovery.active_tps
+
+    return owns
 
 
 def register(app: faust.App, settings: Settings) -> LookupStage:

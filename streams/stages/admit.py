@@ -24,6 +24,7 @@ from streams.settings import Settings
 from streams.stages.decisions import DecisionTrail
 from streams.stages.guard import SessionGuard
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from streams.stages.shortcut import ExactShortcut
 from streams.stages.tenant_budget import forward_job, forward_usage
 from streams.topics import topic_names
 from workers.errors import ConfigError
@@ -35,6 +36,7 @@ class AdmitStage:
         settings: Settings,
         reply_topic_exists: Callable[[str], Awaitable[bool]] | None = None,
         guard: SessionGuard | None = None,
+        shortcut: ExactShortcut | None = None,
     ) -> None:
         self.settings = settings
         self.limits = Limits(settings.max_message_bytes, settings.max_prompt_chars, settings.default_max_tokens)
@@ -43,6 +45,7 @@ class AdmitStage:
         # Sluice's own topics (a reply inbox under the prefix, e.g. ``sluice.inbox.svc-a``, is the user's).
         self._internal_topics = frozenset(topic_names(settings)) - {settings.topic("responses")}
         self.guard = guard
+        self.shortcut = shortcut  # set by the worker when this process also runs the cache role
         self.counts: Counter[str] = Counter()  # "admitted", "deadletter:<reason>", "rejected:<reason>"
         self.trail = DecisionTrail(settings)
 
@@ -63,10 +66,20 @@ class AdmitStage:
         requested_max_tokens = request.max_tokens
         if verdict.max_tokens != request.max_tokens:
             request = _with_max_tokens(request, verdict.max_tokens)
+        params = {"max_tokens": verdict.max_tokens}
+        key = dedup_key(request.tenant, request.chat(), params)
+        route_info: dict[str, Any] = {"notes": list(verdict.notes)} if verdict.notes else {}
+        if request.feature:
+            route_info["feature"] = request.feature  # carried to the response for cost attribution
+        job = Job(request=request, tier="", key=key, route=route_info)
+        budgeted = request.tenant in self.tenant_budgets
+        # An exact hit this process can answer: no hop through sluice.lookup (see streams/stages/shortcut.py).
+        # A tenant-wide budget's single writer must still see the request, so its tenants take the long way.
+        hit = self.shortcut.find(job) if self.shortcut is not None and not budgeted else None
         events: list[Outgoing] = []
         guarded = None
         if self.guard is not None:
-            guarded, events = self.guard.admit(request, source.partition)
+            guarded, events = self.guard.admit(request, source.partition, settle_usd=None if hit is None else 0.0)
             if not guarded.allow:
                 reason = guarded.reason or "rejected"
                 self.counts[f"rejected:{reason}"] += 1
@@ -77,19 +90,14 @@ class AdmitStage:
                     request, "rejected", reason, requested_max_tokens=requested_max_tokens, guard=guarded
                 )
                 return events + response_messages(response, self._topic("responses"), request.reply_to) + decided
-        params = {"max_tokens": verdict.max_tokens}
-        key = dedup_key(request.tenant, request.chat(), params)
-        route_info: dict[str, Any] = {"notes": list(verdict.notes)} if verdict.notes else {}
-        if request.feature:
-            route_info["feature"] = request.feature  # carried to the response for cost attribution
-        job = Job(request=request, tier="", key=key, route=route_info)
         self.counts["admitted"] += 1
-        budgeted = request.tenant in self.tenant_budgets
         decided = self.trail.admit(
             request, "admitted", requested_max_tokens=requested_max_tokens, guard=guarded, tenant_budget=budgeted
         )
         if budgeted:  # a tenant-wide budget: its single writer decides first
             return [*events, forward_job(self.settings, request.tenant, job.to_dict()), *decided]
+        if hit is not None and self.shortcut is not None:
+            return [*events, *decided, *self.shortcut.answer(job, hit)]
         return [*events, Outgoing(self._topic("lookup"), key.encode(), dumps(job)), *decided]
 
     async def settle(self, raw: bytes, source: Source | None = None) -> list[Outgoing]:

@@ -103,9 +103,13 @@ class SessionGuard:
             del self.sessions[key]
         return len(idle)
 
-    def admit(self, request: Request, partition: int | None = None) -> tuple[GuardVerdict, list[Outgoing]]:
+    def admit(
+        self, request: Request, partition: int | None = None, settle_usd: float | None = None
+    ) -> tuple[GuardVerdict, list[Outgoing]]:
         """Breaker first (a looping agent is stopped even with budget left), then the budget reservation.
-        ``partition``: the one the request came from (see :meth:`sweep`)."""
+        ``partition``: the one the request came from (see :meth:`sweep`). ``settle_usd``: the request is answered
+        right here (an exact cache hit) at this cost, so it is settled at once, in the same state write, and
+        the usage record that follows finds nothing left to settle."""
         now = now_ms()
         if partition is not None:
             self.sweep(partition, now)
@@ -130,6 +134,8 @@ class SessionGuard:
         verdict = ledger.reserve(request.id, amount, now)
         if verdict.soft_alert:
             out.append(self._budget_alert(request.session, request.tenant, ledger, now))
+        if verdict.ok and settle_usd is not None:
+            out += self._settled(state, ledger, request.id, settle_usd, True, now) or []
         self._save(state, ledger, now, partition)
         if not verdict.ok:
             return GuardVerdict(False, "budget", verdict.reason), out
@@ -146,20 +152,29 @@ class SessionGuard:
             return []
         state, ledger = self._load(session, tenant)
         cost = float(usage.get("cost_usd") or 0.0)
+        out = self._settled(state, ledger, str(usage["id"]), cost, usage.get("status") == "ok", now)
+        if out is not None:
+            self._save(state, ledger, now, partition)
+        return out or []
+
+    def _settled(
+        self, state: breaker.SessionState, ledger: BudgetLedger, request_id: str, cost: float, ok: bool, now: int
+    ) -> list[Outgoing] | None:
+        """Settle one request's reservation and feed its cost and probe outcome to the breaker: the events to
+        send, or None when the id was settled before (nothing changed, so nothing needs writing)."""
+        settlement = ledger.settle(request_id, cost, now)
+        if not settlement.applied:
+            return None
         out: list[Outgoing] = []
-        settlement = ledger.settle(str(usage["id"]), cost, now)
         if settlement.soft_alert:
-            out.append(self._budget_alert(session, tenant, ledger, now))
-        if settlement.applied and self.settings.breaker_enabled:
+            out.append(self._budget_alert(state.session, state.tenant, ledger, now))
+        if self.settings.breaker_enabled:
             for decision in (
-                breaker.probe_result(
-                    state, now, usage.get("status") == "ok", request_id=str(usage["id"]), config=self.config
-                ),
+                breaker.probe_result(state, now, ok, request_id=request_id, config=self.config),
                 breaker.observe_cost(state, now, cost, config=self.config),
             ):
                 if decision.transition is not None:
                     out.append(self._event(decision.transition.to_event()))
-        self._save(state, ledger, now, partition)
         return out
 
     def release(self, request: Request, partition: int | None = None) -> None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from aiokafka.partitioner import murmur2
 
 from schemas.parse import InvalidMessage, parse_lookup
 from schemas.records import CachePurge, Job, Request, dumps, now_ms
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 
 def partition_for(key: str, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key bytes), as producers place ``sluice.lookup`` keys."""
-    from aiokafka.partitioner import murmur2
-
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
@@ -82,12 +81,9 @@ class LookupStage:
             await self.purge(job, source.partition)
             return []
         request, key, now = job.request, job.key, now_ms()
-        if may_read(request, self.policy):
-            entry = self.state.exact.get(key)
-            if entry is not None and not expired(int(entry["created_at"]), now, self.policy):
-                self.counts["hit:exact"] += 1
-                cache = {"kind": "exact", "source_id": entry["source_id"], "similarity": 1.0}
-                return self._answer(request, entry, cache, job.route) + self.trail.hit(request, cache, entry)
+        entry = self.exact_entry(job, now)
+        if entry is not None:
+            return self.answer_exact(job, entry)
         if request.cache:
             claim = self._claim_or_join(request, key, now)
             if isinstance(claim, list):  # joined a key in flight (answered later) or one just completed
@@ -101,6 +97,24 @@ class LookupStage:
             if hit is not None:
                 return hit
         return self._dispatch(job, vector)
+
+    def exact_entry(self, job: Job, now: int) -> dict[str, Any] | None:
+        """The fresh exact-cache entry this job may be answered from, if any (a read: nothing changes)."""
+        if not may_read(job.request, self.policy):
+            return None
+        entry = self.state.exact.get(job.key)
+        if entry is None or expired(int(entry["created_at"]), now, self.policy):
+            return None
+        return entry
+
+    def answer_exact(self, job: Job, entry: dict[str, Any], via: str = "") -> list[Outgoing]:
+        """The answer (and its decision record) for a job whose key has the fresh exact entry ``entry``;
+        ``via``: the stage that answered it, when not this one (recorded in the response's cache facts)."""
+        self.counts["hit:exact"] += 1
+        cache: dict[str, Any] = {"kind": "exact", "source_id": entry["source_id"], "similarity": 1.0}
+        if via:
+            cache["via"] = via
+        return self._answer(job.request, entry, cache, job.route) + self.trail.hit(job.request, cache, entry)
 
     async def purge(self, command: CachePurge, partition: int) -> None:
         """Drop the tenant's exact entries owned by ``partition`` (the command reaches every partition, and a

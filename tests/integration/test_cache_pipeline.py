@@ -36,6 +36,8 @@ async def test_exact_semantic_and_coalesced_answers(settings: Settings, tmp_path
     assert first.status == "ok" and first.tier == "local", worker.tail()
     assert again.tier == "cache" and again.route["cache"]["kind"] == "exact" and again.text == first.text
     assert again.route["cache"]["source_id"] == first.id and again.cost_usd == 0.0
+    # One all-roles worker owns every cache partition, so admit answers the exact hit itself (one hop less).
+    assert again.route["cache"].get("via") == "admit"
     assert paraphrase.tier == "cache" and paraphrase.route["cache"]["kind"] == "semantic"
     assert paraphrase.route["cache"]["verifier_score"] >= paraphrase.route["cache"]["threshold"]
     assert other_tenant.tier == "local"  # never another tenant's answer
