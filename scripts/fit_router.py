@@ -40,14 +40,20 @@ from streams.policy.route_classifier import (  # noqa: E402
 # "lam"). The blocks need their own penalties: a unit embedding's coordinates are ~1/sqrt(384) in scale, so one lam
 # shrinks them ~400x harder than the features, and a weakly penalised feature block overfits (GSM8K, mean share of
 # 5-10x5-fold CV: (lam, lam_feat) = (3, 3) .43, (1, 30) .42, (2, 10) .41, (2, 30) .43, (3, 30) .44, (10, 30) .43,
-# (3, 100) .43: flat, (3, 30) taken; adding more math word-count features lost ~.05). "gate_k": spherical k-means
-# centroids of the domain's prompts in the gate (default 1: the mean direction).
+# (3, 100) .43: flat, (3, 30) taken; adding more math word-count features lost ~.05). "mtl_dev": fit the weak and
+# strong models jointly (logreg_pair), deviations from the shared coefficients penalised mtl_dev x as hard (GSM8K
+# 20x5-fold: separate fits .440, mtl_dev 1 .445, 2 .447, 3 .451, 10 .419, 30 .320; on 40 fresh repeats, seeds 20-59,
+# 2 and 3 both +.012 se .003). Lost or flat on GSM8K (vs .440): 10 bootstraps .431, 80% subsamples .438, mean over
+# the lam grid .437, kNN alone .18-.31 or blended .40-.43, a feature-only model .39-.40 or blended .44-.45, 14 more
+# prompt features in it .34-.39, targets P(w>=s) .408 and P(w>s)-P(w<s) .437, whitened PCA-16..128 .36-.44.
+# "gate_k": spherical k-means centroids of the domain's prompts in the gate (default 1: the mean direction).
 CONFIG: dict[str, dict[str, Any]] = {
     "mcq": {"file": "routellm_mmlu_labels.jsonl", "lam": 10.0, "prior": "subject", "kmeans": 256},
     "math": {
         "file": "routellm_gsm8k_labels.jsonl",
         "lam": 3.0,
         "lam_feat": 30.0,
+        "mtl_dev": 3.0,
         "prior": None,
         "kmeans": 0,
         "gate_k": 4,
@@ -72,13 +78,16 @@ def embed(texts: list[str], cache_dir: Path) -> np.ndarray:
     return vectors
 
 
-def logreg(a: np.ndarray, y: np.ndarray, lam: float | np.ndarray, iters: int = 50) -> np.ndarray:
+def logreg(
+    a: np.ndarray, y: np.ndarray, lam: float | np.ndarray, iters: int = 50, free: tuple[int, ...] = (-1,)
+) -> np.ndarray:
     """L2-regularised logistic regression by Newton's method; last column of ``a`` is the (unpenalised) bias.
 
-    ``lam``: one penalty for every coefficient, or one per column (the bias entry is ignored)."""
+    ``lam``: one penalty for every coefficient, or one per column; the ``free`` columns (biases) are unpenalised."""
     beta = np.zeros(a.shape[1])
     reg = np.diag(np.broadcast_to(np.asarray(lam, dtype=np.float64), (a.shape[1],)).copy())
-    reg[-1, -1] = 1e-6
+    for i in free:
+        reg[i, i] = 1e-6
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-np.clip(a @ beta, -40, 40)))
         step = np.linalg.solve((a * (p * (1 - p))[:, None]).T @ a + reg, a.T @ (p - y) + reg @ beta)
@@ -86,6 +95,22 @@ def logreg(a: np.ndarray, y: np.ndarray, lam: float | np.ndarray, iters: int = 5
         if np.abs(step).max() < 1e-7:
             break
     return beta
+
+
+def logreg_pair(a: np.ndarray, w: np.ndarray, s: np.ndarray, pen: np.ndarray, dev: float) -> np.ndarray:
+    """The weak- and strong-correct logistic models fitted jointly (multi-task): coef_m = shared + deviation_m.
+
+    The shared part (no bias) carries the penalties ``pen``, each model's deviation ``dev`` x ``pen`` (its bias
+    free). Prompts hard for one model tend to be hard for the other, so the strong model (few failures) borrows
+    strength from the weak one; the difference P(w) - P(s) is what routes. Returns (2, a.shape[1]) like two logreg
+    fits (last column of ``a`` is the bias)."""
+    k = a.shape[1]
+    zero = np.zeros_like(a)
+    stacked = np.vstack([np.hstack([a[:, :-1], a, zero]), np.hstack([a[:, :-1], zero, a])])
+    reg = np.concatenate([pen[:-1], pen * dev, pen * dev])
+    beta = logreg(stacked, np.concatenate([w, s]), reg, free=(k - 1 + k - 1, k - 1 + 2 * k - 1))
+    shared = np.append(beta[: k - 1], 0.0)
+    return np.stack([shared + beta[k - 1 : 2 * k - 1], shared + beta[2 * k - 1 :]])
 
 
 def kmeans(x: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,13 +138,17 @@ def fit_head(x: np.ndarray, f: np.ndarray, w: np.ndarray, s: np.ndarray, groups:
     """Everything but calibration (set afterwards from out-of-fold scores)."""
     mean, std = f.mean(0), f.std(0)
     std = np.where(std < 1e-6, 1.0, std)
-    design = np.hstack([x, (f - mean) / std, np.ones((len(x), 1))])
+    clip = 6.0 if cfg.get("mtl_dev") else np.inf  # as Head.raw clips (the older heads were fitted unclipped)
+    design = np.hstack([x, np.clip((f - mean) / std, -clip, clip), np.ones((len(x), 1))])
     coef = np.zeros((2, design.shape[1]))
     if cfg["lam"] is not None:
         pen = np.concatenate(
             [np.full(x.shape[1], cfg["lam"]), np.full(f.shape[1] + 1, cfg.get("lam_feat", cfg["lam"]))]
         )
-        coef = np.stack([logreg(design, w, pen), logreg(design, s, pen)])
+        if cfg.get("mtl_dev"):
+            coef = logreg_pair(design, w, s, pen, cfg["mtl_dev"])
+        else:
+            coef = np.stack([logreg(design, w, pen), logreg(design, s, pen)])
     cents: list[tuple[np.ndarray, np.ndarray, float]] = []
     if cfg["prior"]:
         names, idx = np.unique(groups, return_inverse=True)

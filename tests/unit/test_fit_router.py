@@ -33,6 +33,24 @@ def test_logreg_penalises_each_column_by_its_own_lambda() -> None:
     assert split[0] > 1.0 and same[0] > 1.0 and same[1] > 1.0
 
 
+def test_logreg_pair_shares_coefficients_between_the_two_models() -> None:
+    fit = _fit_script()
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(500, 3))
+    logit = 2 * x[:, 0] - x[:, 1]
+    w = (rng.random(500) < 1 / (1 + np.exp(-logit))).astype(np.float64)
+    s = (rng.random(500) < 1 / (1 + np.exp(-(logit + 2)))).astype(np.float64)
+    a = np.hstack([x, np.ones((500, 1))])
+    pen = np.full(4, 1.0)
+    tied = fit.logreg_pair(a, w, s, pen, 1e6)  # deviations pinned to 0: one slope, two free biases
+    assert tied.shape == (2, 4)
+    np.testing.assert_allclose(tied[0, :3], tied[1, :3], atol=1e-4)
+    assert tied[0, 0] > 1.0 and tied[1, 3] > tied[0, 3] + 1.0
+    free = fit.logreg_pair(a, w, s, pen * 1e6, 1e-6)  # shared part pinned to 0: two separate fits
+    np.testing.assert_allclose(free[0], fit.logreg(a, w, 1.0), atol=1e-3)
+    np.testing.assert_allclose(free[1], fit.logreg(a, s, 1.0), atol=1e-3)
+
+
 def test_math_head_ranks_synthetic_word_problems() -> None:
     """Long multi-step prompts fail on the weak tier; the fitted head must rank them last (held-out rows)."""
     fit = _fit_script()
