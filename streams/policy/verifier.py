@@ -30,7 +30,7 @@ def _shipped(key: str, fallback: float) -> float:
 
 
 # Recommended operating point, chosen by scripts/fit_verifier.py from cross-validation (see verifier.json "cv").
-DEFAULT_THRESHOLD = _shipped("threshold", 0.84)  # verifier probability needed to serve a semantic hit
+DEFAULT_THRESHOLD = _shipped("threshold", 0.86)  # verifier probability needed to serve a semantic hit
 DEFAULT_MIN_COSINE = _shipped("min_cosine", 0.80)  # candidates below this cosine are not even verified
 
 
