@@ -20,6 +20,7 @@ from streams.policy.cache_policy import query_text
 from streams.policy.cost import estimate_reservation
 from streams.settings import Settings
 from streams.stages.outgoing import Outgoing
+from streams.stages.parsed_rows import ParsedRows
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,17 @@ class SessionGuard:
         # Each partition is swept at most this often (a sweep scans the table): a tenth of the TTL, 10 s to 10 min.
         self.sweep_every_ms = min(600_000, max(10_000, self.idle_ttl_ms // 10))
         self._swept_at: dict[int, int] = {}
+        self._parsed: ParsedRows[tuple[breaker.SessionState, BudgetLedger]] = ParsedRows()
 
     def _load(self, request_or_session: Request | str, tenant: str = "") -> tuple[breaker.SessionState, BudgetLedger]:
         session = request_or_session.session if isinstance(request_or_session, Request) else request_or_session
         if isinstance(request_or_session, Request):
             tenant = request_or_session.tenant
-        saved = self.sessions.get(session_key(tenant, session)) or {}
+        key = session_key(tenant, session)
+        saved = self.sessions.get(key) or {}
+        live = self._parsed.take(key, saved)
+        if live is not None:
+            return live
         state = breaker.SessionState.from_dict(saved["breaker"]) if "breaker" in saved else None
         state = state or breaker.SessionState(session=session, tenant=tenant)
         ledger = BudgetLedger.from_dict(saved["budget"]) if "budget" in saved else BudgetLedger(key=session)
@@ -79,7 +85,9 @@ class SessionGuard:
     def _save(self, state: breaker.SessionState, ledger: BudgetLedger, now: int, partition: int | None) -> None:
         """``at`` and ``p`` (the partition whose changelog holds the key) let :meth:`sweep` forget idle sessions."""
         key = session_key(state.tenant, state.session)
-        self.sessions[key] = {"breaker": state.to_dict(), "budget": ledger.to_dict(), "at": now, "p": partition}
+        saved = {"breaker": state.to_dict(), "budget": ledger.to_dict(), "at": now, "p": partition}
+        self.sessions[key] = saved
+        self._parsed.put(key, saved, (state, ledger))
 
     def sweep(self, partition: int, now: int) -> int:
         """Forget the sessions of ``partition`` idle for longer than the TTL; at most once per ``sweep_every_ms``.
@@ -153,9 +161,12 @@ class SessionGuard:
         state, ledger = self._load(session, tenant)
         cost = float(usage.get("cost_usd") or 0.0)
         out = self._settled(state, ledger, str(usage["id"]), cost, usage.get("status") == "ok", now)
-        if out is not None:
-            self._save(state, ledger, now, partition)
-        return out or []
+        if out is None:  # settled before: nothing changed, the row stays as it is
+            key = session_key(tenant, session)
+            self._parsed.put(key, self.sessions.get(key), (state, ledger))
+            return []
+        self._save(state, ledger, now, partition)
+        return out
 
     def _settled(
         self, state: breaker.SessionState, ledger: BudgetLedger, request_id: str, cost: float, ok: bool, now: int

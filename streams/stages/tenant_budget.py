@@ -24,6 +24,7 @@ from streams.settings import Settings
 from streams.stages.decisions import DecisionTrail
 from streams.stages.guard import budget_alert
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
+from streams.stages.parsed_rows import ParsedRows
 
 TenantBudgets = Mapping[str, tuple[float | None, float | None]]  # tenant -> (soft, hard) USD
 
@@ -50,10 +51,13 @@ class TenantBudgetStage:
         self.worst_price = worst_price
         self.counts: Counter[str] = Counter()
         self.trail = DecisionTrail(settings)
+        self._parsed: ParsedRows[BudgetLedger] = ParsedRows()  # a hot tenant's ledger is not re-parsed per request
 
     def _ledger(self, tenant: str) -> BudgetLedger:
         saved = self.ledgers.get(tenant)
-        ledger = BudgetLedger.from_dict(saved) if saved else BudgetLedger(key=f"tenant:{tenant}")
+        ledger = self._parsed.take(tenant, saved)
+        if ledger is None:
+            ledger = BudgetLedger.from_dict(saved) if saved else BudgetLedger(key=f"tenant:{tenant}")
         soft, hard = self.budgets().get(tenant, (None, None))
         ledger.set_limits(soft, hard)
         return ledger
@@ -77,7 +81,7 @@ class TenantBudgetStage:
             text, request.max_tokens, self.worst_price(), overhead_tokens=self.settings.reservation_overhead_tokens
         )
         verdict = ledger.reserve(request.id, amount, now)
-        self.ledgers[request.tenant] = ledger.to_dict()
+        self._save(request.tenant, ledger)
         out = [self._alert(request.tenant, ledger, now)] if verdict.soft_alert else []
         if not verdict.ok:
             self.counts["rejected:budget"] += 1
@@ -93,8 +97,13 @@ class TenantBudgetStage:
         tenant, now = str(usage["tenant"]), now_ms()
         ledger = self._ledger(tenant)
         settlement = ledger.settle(str(usage["id"]), float(usage.get("cost_usd") or 0.0), now)
-        self.ledgers[tenant] = ledger.to_dict()
+        self._save(tenant, ledger)
         return [self._alert(tenant, ledger, now)] if settlement.soft_alert else []
+
+    def _save(self, tenant: str, ledger: BudgetLedger) -> None:
+        saved = ledger.to_dict()
+        self.ledgers[tenant] = saved
+        self._parsed.put(tenant, saved, ledger)
 
     def _alert(self, tenant: str, ledger: BudgetLedger, now: int) -> Outgoing:
         topic = self.settings.topic("control")
