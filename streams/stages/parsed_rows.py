@@ -17,8 +17,11 @@ T = TypeVar("T")
 
 
 class ParsedRows(Generic[T]):
-    def __init__(self, max_rows: int = 20_000) -> None:
-        self.max_rows = max_rows  # least recently used rows beyond this are parsed again when next needed
+    def __init__(self, max_rows: int = 1024) -> None:
+        # Least recently used rows beyond this are parsed again when next needed. Small on purpose: the rows worth
+        # keeping are the busy ones, and every object kept is one more for each full garbage collection to walk
+        # (20,000 rows of one-off sessions halved the exact-hit throughput in bench/pipeline_bench.py).
+        self.max_rows = max_rows
         self._rows: OrderedDict[str, tuple[object, T]] = OrderedDict()
 
     def take(self, key: str, saved: object) -> T | None:
