@@ -20,6 +20,12 @@ from streams.policy.lost_events import LostEventTracker, PartitionView, lost_hea
 log = logging.getLogger(__name__)
 
 
+def _end_offset(consumer: Any, tp: Any) -> int | None:
+    """The partition's end offset from the last fetch response (aiokafka's highwater), None if not known yet."""
+    end = consumer.highwater(tp)
+    return end if isinstance(end, int) and end >= 0 else None
+
+
 def _in_gap(gap: Any) -> Callable[[int], bool]:
     """Membership in Faust's gap tree: offsets the log skips (they will never be acked)."""
     return lambda offset: bool(gap) and bool(gap.at(offset))
@@ -40,6 +46,7 @@ class LostEventGuard:
         for message in list(consumer._unacked_messages):
             if not message.acked:
                 taken[message.tp].add(message.offset)
+        idle = not taken
         views = {}
         for tp in consumer.assignment():
             if not acking(tp.topic):
@@ -50,6 +57,8 @@ class LostEventGuard:
                 acked=frozenset(consumer._acked.get(tp, ())),
                 taken=taken.get(tp, set()),
                 absent=_in_gap(gap),
+                end=_end_offset(consumer, tp),
+                idle=idle,
             )
         return views
 
@@ -79,8 +88,8 @@ class LostEventGuard:
                 if await self._deleted_by_retention(tp, head):
                     continue
                 log.warning(
-                    "%s[%d]: event at offset %d was lost in this process (later ones were processed): reading "
-                    "the partition again from it",
+                    "%s[%d]: event at offset %d was lost in this process (later ones were taken, or the log goes on "
+                    "while nothing is in hand): reading the partition again from it",
                     tp.topic,
                     tp.partition,
                     head,

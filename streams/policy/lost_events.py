@@ -9,9 +9,12 @@ waited ten minutes that way.
 
 A head offset is lost when nothing holds it (not acked, not taken by a stream) although a *later* offset of the
 same partition was already taken: each partition's events enter one queue in offset order, so a later event is
-taken only after the earlier ones were taken, or dropped. Seeing the same lost head on two checks in a row, the
-guard seeks the partition back to it; events after it are delivered again, which Sluice's stages absorb (they
-are idempotent per request id).
+taken only after the earlier ones were taken, or dropped. It is also lost when the log holds it (the partition's
+end offset is past it) while the process is idle: no event of any partition is in a stream's hands, so none sits
+in a queue behind a slow one. That is the stall where *every* event after a drop was dropped too (a meter restarted
+while responses kept arriving once sat at its committed offset that way for a minute, with nothing taken after).
+Seeing the same lost head on two checks in a row, the guard seeks the partition back to it; events after it are
+delivered again, which Sluice's stages absorb (they are idempotent per request id).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class PartitionView:
     acked: Collection[int]  # offsets acked since that commit
     taken: Collection[int]  # offsets a stream took and has not acked yet
     absent: Callable[[int], bool] = lambda offset: False  # offsets known not to exist (gaps in the log)
+    end: int | None = None  # the partition's end offset as last fetched (None: unknown)
+    idle: bool = False  # no event of any partition is taken and unacked in this consumer
 
 
 def lost_head(view: PartitionView) -> int | None:
@@ -36,7 +41,9 @@ def lost_head(view: PartitionView) -> int | None:
     if head is None or head in view.acked or head in view.taken or view.absent(head):
         return None
     later_taken = any(o > head for o in view.acked) or any(o > head for o in view.taken)
-    return head if later_taken else None
+    if later_taken:
+        return head
+    return head if view.idle and view.end is not None and view.end > head else None
 
 
 @dataclass

@@ -18,6 +18,14 @@ def test_a_head_that_is_acked_in_flight_or_not_yet_reached_is_not_lost() -> None
     assert lost_head(PartitionView(committed=None, acked=[5, 6], taken=[])) is None  # unknown head
 
 
+def test_a_head_the_log_holds_is_lost_when_the_process_is_idle() -> None:
+    # Every event after a drop was dropped too: nothing later is taken, but the log goes on past the head.
+    assert lost_head(PartitionView(committed=100, acked=[], taken=[], end=106, idle=True)) == 100
+    assert lost_head(PartitionView(committed=100, acked=[], taken=[], end=106, idle=False)) is None  # may be queued
+    assert lost_head(PartitionView(committed=100, acked=[], taken=[], end=100, idle=True)) is None  # caught up
+    assert lost_head(PartitionView(committed=100, acked=[], taken=[], end=None, idle=True)) is None  # not fetched
+
+
 def test_an_offset_the_log_skips_is_not_lost() -> None:
     view = PartitionView(committed=100, acked=[103], taken=[], absent=lambda o: 100 <= o < 103)
     assert lost_head(view) is None
