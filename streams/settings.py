@@ -117,6 +117,11 @@ class Settings:
     # A session's breaker and budget state is forgotten after this long without a request or usage record (0: kept
     # forever). Bounds the admit table; a session that comes back later starts with a fresh budget and breaker.
     session_idle_ttl_s: float = 86_400.0
+    # Settling a session or tenant budget is idempotent per request id: a redelivered usage record within this
+    # horizon is not charged again (0: remember forever). A ledger row keeps its newest budget_row_ids settled ids;
+    # older ones move to a table row each (streams/stages/spilled_ids.py), so a hot key's writes stay small.
+    budget_dedup_horizon_s: float = 21_600.0
+    budget_row_ids: int = 16
 
     # Metering: how often running cost aggregates go to sluice.costs; responses metered per broker round trip,
     # and how long the meter waits to fill a batch.

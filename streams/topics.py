@@ -83,6 +83,18 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("{prefix}-admit-sessions-changelog", "session", "breaker and budget state per session", COMPACTED),
     TopicSpec("{prefix}-admit-tenants-changelog", "tenant", "tenant-wide budget ledgers", COMPACTED),
     TopicSpec(
+        "{prefix}-admit-session-settled-changelog",
+        "session + request id",
+        "settled ids the session rows no longer hold (streams/stages/spilled_ids.py)",
+        COMPACTED,
+    ),
+    TopicSpec(
+        "{prefix}-admit-tenant-settled-changelog",
+        "tenant + request id",
+        "settled ids the tenant rows no longer hold (streams/stages/spilled_ids.py)",
+        COMPACTED,
+    ),
+    TopicSpec(
         "{prefix}-meter-ledger-changelog", "request id", "metered usage per request id (dedup ledger)", COMPACTED
     ),
     TopicSpec(

@@ -37,9 +37,12 @@ class TopicDirectory:
 def register(app: faust.App, settings: Settings) -> AdmitStage:
     # Breaker and budget state per session: requests and usage are both keyed by session, so the partition
     # owner is the single writer (see streams/stages/guard.py).
+    # Settled request ids the budget rows no longer hold (streams/stages/spilled_ids.py): written in the same
+    # partition's events as their rows, so they are co-partitioned with them.
     sessions: Any = app.Table("sessions", default=None, partitions=settings.partitions)
+    session_ids: Any = app.Table("session-settled", default=None, partitions=settings.partitions)
     watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
-    guard = SessionGuard(settings, sessions, lambda: watcher.current().priciest)
+    guard = SessionGuard(settings, sessions, lambda: watcher.current().priciest, session_ids)
     stage = AdmitStage(settings, TopicDirectory(settings).exists, guard)
 
     @app.agent(raw_topic(app, settings.topic("requests")), name="admit")
@@ -49,8 +52,9 @@ def register(app: faust.App, settings: Settings) -> AdmitStage:
 
     # Tenant-wide budgets: one owner per tenant on sluice.tenant (see streams/stages/tenant_budget.py).
     tenants: Any = app.Table("tenants", default=None, partitions=settings.partitions)
+    tenant_ids: Any = app.Table("tenant-settled", default=None, partitions=settings.partitions)
     tenant_stage = TenantBudgetStage(
-        settings, tenants, lambda: stage.tenant_budgets, lambda: watcher.current().priciest
+        settings, tenants, lambda: stage.tenant_budgets, lambda: watcher.current().priciest, tenant_ids
     )
 
     @app.agent(raw_topic(app, settings.topic("tenant")), name="tenant-budget")

@@ -24,9 +24,14 @@ API (``now`` is epoch ms everywhere; nothing reads a clock)
   period to the ledger's own roll-over (``period_ms`` set: ``spent`` and the soft alert reset at each period start;
   reservations carry over and their cost lands in the period that settles them)
 
-Bounds: settled ids are kept in a :class:`~streams.policy.aggregates.SeenIds` of at most ``max_settled`` ids
+Bounds: settled ids are kept in a :class:`~streams.policy.seen_ids.SeenIds` of at most ``max_settled`` ids
 (default 10,000) no older than ``settled_ttl_ms`` (default 24 h): a duplicate settle arriving beyond that horizon
 would be counted again. Reservations live at most ``reservation_ttl_ms`` (default 15 min).
+
+A ledger that lives in a table row is rewritten whole on every reserve and settle, so a busy key (a hot tenant)
+would write all its settled ids each time (10,000 ids: ~450 kB per write). ``spill_to(spill, keep)`` keeps only
+the newest ``keep`` ids in the row and hands older ones to ``spill`` (an :class:`IdSpill`: one small row per id,
+forgotten by its owner after its own horizon); duplicates are looked up in both.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from streams.policy.aggregates import window_start
 from streams.policy.seen_ids import SeenIds
@@ -67,6 +72,14 @@ class Settlement:
     over_hard: bool = False  # spent now exceeds hard_usd
 
 
+class IdSpill(Protocol):
+    """Where a ledger's older settled ids go when its row keeps only the newest."""
+
+    def __contains__(self, request_id: object) -> bool: ...
+
+    def add(self, request_id: str, at: int) -> None: ...
+
+
 def period_key(key: str, now: int, period_ms: int) -> str:
     return f"{key}@{window_start(now, period_ms)}"
 
@@ -95,6 +108,7 @@ class BudgetLedger:
     max_settled: int = 10_000
     settled_ttl_ms: int = DAY_MS
     settled: SeenIds = field(init=False)
+    spill: IdSpill | None = field(default=None, repr=False, compare=False)  # not part of the row: see spill_to
 
     def __post_init__(self) -> None:
         if self.period_ms is not None and self.period_ms <= 0:
@@ -107,6 +121,17 @@ class BudgetLedger:
             if v is not None:
                 _check_amount(v)
         self.soft_usd, self.hard_usd = soft_usd, hard_usd
+
+    def spill_to(self, spill: IdSpill, keep: int) -> None:
+        """Keep only the newest ``keep`` settled ids in this ledger (its row); older ones go to ``spill``.
+
+        Ids over the limit (a row written before, with a larger limit) move at the next settle."""
+        if keep < 1:
+            raise ValueError("keep must be positive")
+        self.spill, self.max_settled, self.settled.max_size = spill, keep, keep
+
+    def _seen(self, request_id: str) -> bool:
+        return request_id in self.settled or (self.spill is not None and request_id in self.spill)
 
     @property
     def reserved_usd(self) -> float:
@@ -147,7 +172,7 @@ class BudgetLedger:
         amount = _check_amount(amount_usd)
         self._roll(now)
         self.expire(now)
-        if request_id in self.reserved or request_id in self.settled:
+        if request_id in self.reserved or self._seen(request_id):
             held = self.reserved.get(request_id, 0.0)
             return Verdict(True, duplicate=True, reserved_usd=held, remaining_usd=self.remaining_usd)
         after = self.committed_usd + amount
@@ -162,7 +187,9 @@ class BudgetLedger:
         """Replace the reservation by the actual cost; a repeated settle of the same id changes nothing."""
         actual = _check_amount(actual_usd)
         self._roll(now)
-        if not self.settled.add(request_id, now):
+        if self.spill is not None and request_id in self.spill:
+            return Settlement(False)
+        if not self.settled.add(request_id, now, None if self.spill is None else self.spill.add):
             return Settlement(False)
         held = self.reserved.pop(request_id, 0.0)
         self.reserved_at.pop(request_id, None)

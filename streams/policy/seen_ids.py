@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -27,14 +27,20 @@ class SeenIds:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def add(self, item: str, now: int) -> bool:
-        """Record ``item``; True if it was new (count it), False if already seen (skip it)."""
+    def add(self, item: str, now: int, spill: Callable[[str, int], None] | None = None) -> bool:
+        """Record ``item``; True if it was new (count it), False if already seen (skip it).
+
+        ``spill(id, at)`` receives each id evicted for room (not those past the TTL), for a caller that keeps
+        older ids elsewhere (see ``BudgetLedger.spill_to``)."""
         self.prune(now)
         if item in self._ids:
             return False
         self._ids[item] = int(now)
         while len(self._ids) > self.max_size:
-            del self._ids[next(iter(self._ids))]
+            oldest = next(iter(self._ids))
+            at = self._ids.pop(oldest)
+            if spill is not None:
+                spill(oldest, at)
         return True
 
     def prune(self, now: int) -> None:

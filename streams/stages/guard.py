@@ -21,6 +21,7 @@ from streams.policy.cost import estimate_reservation
 from streams.settings import Settings
 from streams.stages.outgoing import Outgoing
 from streams.stages.parsed_rows import ParsedRows
+from streams.stages.spilled_ids import SpilledIds
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,18 @@ def _limit(value: float) -> float | None:
 
 class SessionGuard:
     def __init__(
-        self, settings: Settings, sessions: MutableMapping[str, dict[str, Any]], worst_price: Callable[[], Any]
+        self,
+        settings: Settings,
+        sessions: MutableMapping[str, dict[str, Any]],
+        worst_price: Callable[[], Any],
+        spilled: MutableMapping[str, Any] | None = None,
     ) -> None:
+        """``spilled``: the table of settled ids the session rows no longer hold (see streams/stages/spilled_ids.py);
+        None keeps them all in the rows (tests)."""
         self.settings = settings
         self.sessions = sessions
+        horizon_ms = int(settings.budget_dedup_horizon_s * 1000)
+        self.spilled = None if spilled is None else SpilledIds(spilled, horizon_ms)
         self.worst_price = worst_price
         self.config = breaker_config(settings)
         self.control = settings.topic("control")
@@ -67,7 +76,9 @@ class SessionGuard:
         self._swept_at: dict[int, int] = {}
         self._parsed: ParsedRows[tuple[breaker.SessionState, BudgetLedger]] = ParsedRows()
 
-    def _load(self, request_or_session: Request | str, tenant: str = "") -> tuple[breaker.SessionState, BudgetLedger]:
+    def _load(
+        self, request_or_session: Request | str, tenant: str = "", partition: int | None = None
+    ) -> tuple[breaker.SessionState, BudgetLedger]:
         session = request_or_session.session if isinstance(request_or_session, Request) else request_or_session
         if isinstance(request_or_session, Request):
             tenant = request_or_session.tenant
@@ -75,11 +86,15 @@ class SessionGuard:
         saved = self.sessions.get(key) or {}
         live = self._parsed.take(key, saved)
         if live is not None:
-            return live
-        state = breaker.SessionState.from_dict(saved["breaker"]) if "breaker" in saved else None
-        state = state or breaker.SessionState(session=session, tenant=tenant)
-        ledger = BudgetLedger.from_dict(saved["budget"]) if "budget" in saved else BudgetLedger(key=session)
-        ledger.set_limits(_limit(self.settings.session_budget_soft_usd), _limit(self.settings.session_budget_hard_usd))
+            state, ledger = live
+        else:
+            restored = breaker.SessionState.from_dict(saved["breaker"]) if "breaker" in saved else None
+            state = restored or breaker.SessionState(session=session, tenant=tenant)
+            ledger = BudgetLedger.from_dict(saved["budget"]) if "budget" in saved else BudgetLedger(key=session)
+            soft, hard = self.settings.session_budget_soft_usd, self.settings.session_budget_hard_usd
+            ledger.set_limits(_limit(soft), _limit(hard))
+        if self.spilled is not None:
+            ledger.spill_to(self.spilled.view(key, partition, now_ms()), max(1, self.settings.budget_row_ids))
         return state, ledger
 
     def _save(self, state: breaker.SessionState, ledger: BudgetLedger, now: int, partition: int | None) -> None:
@@ -121,7 +136,7 @@ class SessionGuard:
         now = now_ms()
         if partition is not None:
             self.sweep(partition, now)
-        state, ledger = self._load(request)
+        state, ledger = self._load(request, partition=partition)
         out: list[Outgoing] = []
         if self.settings.breaker_enabled:
             decision = breaker.observe_request(
@@ -158,7 +173,7 @@ class SessionGuard:
         session, tenant = str(usage["session"]), str(usage.get("tenant", ""))
         if session_key(tenant, session) not in self.sessions:
             return []
-        state, ledger = self._load(session, tenant)
+        state, ledger = self._load(session, tenant, partition)
         cost = float(usage.get("cost_usd") or 0.0)
         out = self._settled(state, ledger, str(usage["id"]), cost, usage.get("status") == "ok", now)
         if out is None:  # settled before: nothing changed, the row stays as it is
@@ -190,7 +205,7 @@ class SessionGuard:
 
     def release(self, request: Request, partition: int | None = None) -> None:
         """The request will never reach a tier (rejected later in admission): free its reservation."""
-        state, ledger = self._load(request)
+        state, ledger = self._load(request, partition=partition)
         if ledger.release(request.id):
             self._save(state, ledger, now_ms(), partition)
 

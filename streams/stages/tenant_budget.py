@@ -25,6 +25,7 @@ from streams.stages.decisions import DecisionTrail
 from streams.stages.guard import budget_alert
 from streams.stages.outgoing import Outgoing, Source, dead_letter, response_messages
 from streams.stages.parsed_rows import ParsedRows
+from streams.stages.spilled_ids import SpilledIds
 
 TenantBudgets = Mapping[str, tuple[float | None, float | None]]  # tenant -> (soft, hard) USD
 
@@ -44,22 +45,29 @@ class TenantBudgetStage:
         ledgers: MutableMapping[str, dict[str, Any]],
         budgets: Callable[[], TenantBudgets],
         worst_price: Callable[[], Any],
+        spilled: MutableMapping[str, Any] | None = None,
     ) -> None:
+        """``spilled``: the table of settled ids the tenant rows no longer hold (see streams/stages/spilled_ids.py);
+        None keeps them all in the rows (tests)."""
         self.settings = settings
         self.ledgers = ledgers
+        horizon_ms = int(settings.budget_dedup_horizon_s * 1000)
+        self.spilled = None if spilled is None else SpilledIds(spilled, horizon_ms)
         self.budgets = budgets
         self.worst_price = worst_price
         self.counts: Counter[str] = Counter()
         self.trail = DecisionTrail(settings)
         self._parsed: ParsedRows[BudgetLedger] = ParsedRows()  # a hot tenant's ledger is not re-parsed per request
 
-    def _ledger(self, tenant: str) -> BudgetLedger:
+    def _ledger(self, tenant: str, partition: int | None, now: int) -> BudgetLedger:
         saved = self.ledgers.get(tenant)
         ledger = self._parsed.take(tenant, saved)
         if ledger is None:
             ledger = BudgetLedger.from_dict(saved) if saved else BudgetLedger(key=f"tenant:{tenant}")
         soft, hard = self.budgets().get(tenant, (None, None))
         ledger.set_limits(soft, hard)
+        if self.spilled is not None:
+            ledger.spill_to(self.spilled.view(tenant, partition, now), max(1, self.settings.budget_row_ids))
         return ledger
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
@@ -67,14 +75,14 @@ class TenantBudgetStage:
             message = orjson.loads(raw)
             kind = message["kind"]
             if kind == "usage":
-                return self._settle(message["usage"])
+                return self._settle(message["usage"], source.partition)
             job = job_from_dict(message["job"])
         except (orjson.JSONDecodeError, KeyError, TypeError, InvalidMessage) as exc:
             reason = exc.reason if isinstance(exc, InvalidMessage) else "malformed_tenant_message"
             self.counts[f"deadletter:{reason}"] += 1
             return [dead_letter(self.settings.topic("deadletter"), raw, source, InvalidMessage(reason, str(exc)))]
         request, now = job.request, now_ms()
-        ledger = self._ledger(request.tenant)
+        ledger = self._ledger(request.tenant, source.partition, now)
         ledger.expire(now)
         text = " ".join(m.content for m in request.chat())
         amount = estimate_reservation(
@@ -93,9 +101,9 @@ class TenantBudgetStage:
         out += self.trail.tenant_budget(request, True, amount)
         return [*out, Outgoing(self.settings.topic("lookup"), job.key.encode(), dumps(job))]
 
-    def _settle(self, usage: dict[str, Any]) -> list[Outgoing]:
+    def _settle(self, usage: dict[str, Any], partition: int | None) -> list[Outgoing]:
         tenant, now = str(usage["tenant"]), now_ms()
-        ledger = self._ledger(tenant)
+        ledger = self._ledger(tenant, partition, now)
         settlement = ledger.settle(str(usage["id"]), float(usage.get("cost_usd") or 0.0), now)
         self._save(tenant, ledger)
         return [self._alert(tenant, ledger, now)] if settlement.soft_alert else []

@@ -42,6 +42,7 @@ async def test_cache_budgets_and_metering_never_cross_tenants(settings: Settings
             "SLUICE_TENANTS_FILE": str(tenants),
             "SLUICE_SESSION_BUDGET_HARD_USD": "0.02",  # per session: both tenants use the session name "shared"
             "SLUICE_BREAKER_ENABLED": "false",
+            "SLUICE_BUDGET_ROW_IDS": "1",  # every older settled id goes through the spill tables
         }
         worker = start_worker(settings, tmp_path, "admit", "cache", "cloud", "meter", name="iso", env=env)
         try:

@@ -139,6 +139,7 @@ async def test_fifty_concurrent_requests_at_a_nearly_spent_budget(settings: Sett
         "SLUICE_TIERS_FILE": str(tiers),
         "SLUICE_SESSION_BUDGET_HARD_USD": str(hard),
         "SLUICE_BREAKER_ENABLED": "false",
+        "SLUICE_BUDGET_ROW_IDS": "2",  # settled ids spill to the session-settled table (a real Faust table)
     }
     worker = start_worker(settings, tmp_path, "admit", "cache", "local", "meter", name="budget", env=env)
     try:

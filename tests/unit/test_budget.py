@@ -220,3 +220,43 @@ def test_bad_amounts_raise(amount: float) -> None:
         BudgetLedger(hard_usd=amount)
     with pytest.raises(ValueError):
         BudgetLedger(period_ms=0)
+
+
+class _Spill(dict):  # type: ignore[type-arg]
+    """An ``IdSpill`` over a plain dict (what a table-backed spill does, minus the table)."""
+
+    def add(self, request_id: str, at: int) -> None:
+        self[request_id] = at
+
+
+def test_a_spilling_ledger_keeps_its_row_small_and_still_settles_each_id_once() -> None:
+    spill = _Spill()
+    ledger = BudgetLedger(key="hot", hard_usd=1000.0)
+    ledger.spill_to(spill, keep=8)
+    for i in range(500):
+        assert ledger.reserve(f"r{i}", 0.02, T0 + i).ok
+        assert ledger.settle(f"r{i}", 0.01, T0 + i).applied
+    row = roundtrip(ledger).to_dict()
+    assert len(row["settled"]["ids"]) == 8 and len(spill) == 492  # the row keeps the newest 8
+    assert set(spill) | set(row["settled"]["ids"]) == {f"r{i}" for i in range(500)}
+    assert spill["r0"] == T0  # settled at
+    spent = ledger.spent
+    for rid in ("r0", "r250", "r499"):  # spilled long ago, spilled recently, still in the row
+        assert not ledger.settle(rid, 0.01, T0 + 600).applied
+        assert ledger.reserve(rid, 0.02, T0 + 600).duplicate  # a redelivered request holds nothing again
+    assert ledger.spent == spent and not ledger.reserved
+    assert ledger.spent == pytest.approx(5.0)
+
+
+def test_a_row_written_with_more_ids_moves_the_excess_at_the_next_settle() -> None:
+    big = BudgetLedger(key="old")
+    for i in range(100):
+        big.settle(f"r{i}", 0.0, T0 + i)
+    ledger, spill = roundtrip(big), _Spill()
+    ledger.spill_to(spill, keep=10)
+    assert not ledger.settle("r5", 0.0, T0 + 200).applied  # still known before anything moved
+    assert ledger.settle("new", 0.0, T0 + 200).applied
+    assert len(ledger.settled) == 10 and len(spill) == 91
+    assert not ledger.settle("r5", 0.0, T0 + 201).applied  # now found in the spill
+    with pytest.raises(ValueError):
+        ledger.spill_to(spill, keep=0)
