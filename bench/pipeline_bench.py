@@ -1,17 +1,19 @@
 """End-to-end pipeline benchmark on a genuine Kafka broker, one run (latency: publish call -> reply consumed):
 (d) ceiling: raw aiokafka produce -> consume on a fresh topic, ~300-byte values carrying the publish timestamp;
 (a) Sluice exact hits: SluiceClient.send -> reply through ONE ``sluice worker`` with every role, same prompt from
-    distinct sessions; each at paced offered loads, then flat out with a bound on requests in flight;
+    distinct sessions; each at paced offered loads, then flat out with a bound on requests in flight; and
+    the sustained rate: rising paced loads (--sustain, --sustain-seconds each) until one is not kept up with
+    (every request answered, p99 <= --sustain-p99-ms, >= 95% answered within the window);
 (e) VmRSS/VmHWM of that worker after the run. Targets: exact-hit p50 <= 10 ms, p99 <= 50 ms at 500 req/s;
     >= 1,000 req/s from one worker; <= 1.5 GB resident. Starts a broker on 29392/29393 unless KAFKA_BOOTSTRAP is set.
-    .venv/bin/python bench/pipeline_bench.py [--loads 100,250,500] [--seconds 5] [--max-in-flight 2000] [--json]
+    .venv/bin/python bench/pipeline_bench.py [--loads 100,250,500] [--seconds 5] [--max-in-flight 2000]
+        [--sustain 400,500,600,750,1000,1250] [--sustain-seconds 10] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import os
 import shutil
 import signal
@@ -21,11 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from bench_output import goal, md_table, ratio, targets_table, write_results  # noqa: E402
+from load_phases import One, Record, memory, phase, sustain, sustained_lines, with_cpu  # noqa: E402
 
 from schemas.records import dumps  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
@@ -43,51 +44,15 @@ from streams.tiers import DEFAULT_TIERS_PATH  # noqa: E402
 from streams.topics import TOPICS, TopicSpec, create_topics  # noqa: E402
 
 PROMPT = "In one short sentence, what does a write-ahead log guarantee to a database after a crash?"
-Record = tuple[float, float, bool]  # (done at, latency s, ok: the expected kind of reply)
-One = Callable[[list[Record]], Awaitable[None]]
-
-
-async def phase(one: One, seconds: float, drain_s: float, rate: float = math.inf, in_flight: int = 0) -> dict[str, Any]:
-    """Start ``rate`` requests/s (or flat out), at most ``in_flight`` unanswered; then drain up to ``drain_s``."""
-    recs: list[Record] = []
-    tasks: list[asyncio.Task[None]] = []
-    gate = asyncio.Semaphore(in_flight or 1 << 30)
-
-    async def task() -> None:
-        try:
-            await one(recs)
-        finally:
-            gate.release()
-
-    t0 = time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        due = len(tasks) + 1 if rate == math.inf else min(int(elapsed * rate) + 1, int(rate * seconds))
-        while len(tasks) < due:
-            await gate.acquire()
-            tasks.append(asyncio.create_task(task()))
-        await asyncio.sleep(0 if rate == math.inf else max(0.0, t0 + len(tasks) / rate - time.perf_counter()))
-    send_s = time.perf_counter() - t0
-    for t in (await asyncio.wait(tasks, timeout=drain_s))[1] if tasks else ():
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    lat, last = [r[1] for r in recs], max((r[0] for r in recs), default=t0 + send_s)
-    out: dict[str, Any] = {"offered_per_s": None if rate == math.inf else rate, "max_in_flight": in_flight or None}
-    out.update(sent=len(tasks), achieved_send_per_s=round(len(tasks) / send_s, 1), answered=len(recs))
-    out.update(answered_ok=sum(r[2] for r in recs), answered_per_s=round(len(recs) / max(last - t0, 1e-9), 1))
-    out.update(answered_in_window_per_s=round(sum(r[0] <= t0 + seconds for r in recs) / seconds, 1))
-    return {**out, **{f"p{q}_ms": round(float(np.percentile(lat, q)) * 1000, 2) if lat else None for q in (50, 99)}}
 
 
 async def measure(one: One, args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
     await phase(one, 1.0, args.drain, rate=100)  # untimed second: connections and cold paths
     loads = [await phase(one, args.seconds, args.drain, rate=rate) for rate in args.loads]
-    cpu0, t0 = memory(pid)["cpu_s"] if pid else 0.0, time.perf_counter()
-    flat = await phase(one, args.seconds, args.drain, in_flight=args.max_in_flight)
-    if pid:  # the worker's CPU while it works through the flat-out phase: is one core the limit?
-        cpu = memory(pid)["cpu_s"] - cpu0
-        flat.update(worker_cpu_share=round(cpu / (time.perf_counter() - t0), 2))
-        flat.update(worker_cpu_ms_per_answer=round(cpu * 1e3 / max(flat["answered"], 1), 2))
-    return {"loads": loads, "max": flat}
+    sustained = await sustain(one, args, pid) if pid else None
+    # The worker's CPU flat out: is one core the limit?
+    flat = await with_cpu(pid, phase(one, args.seconds, args.drain, in_flight=args.max_in_flight))
+    return {"loads": loads, "max": flat, **({"sustained": sustained} if sustained else {})}
 
 
 async def run_ceiling(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -149,15 +114,6 @@ async def run_sluice(settings: Settings, args: argparse.Namespace, worker: subpr
         return {"request_bytes": size, **out}
 
 
-def memory(pid: int) -> dict[str, Any]:
-    """VmRSS and VmHWM (bytes) and CPU seconds of ``pid`` (llama_cpp, the default backend, runs in-process)."""
-    fields = (line.partition(":") for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    vm = {k: int(v.split()[0]) * 1024 for k, _, v in fields if k in ("VmRSS", "VmHWM")}  # kB in the file
-    ticks = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[11:13]  # utime, stime
-    cpu_s = round(sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK"), 2)
-    return {"vm_rss_bytes": vm.get("VmRSS"), "vm_hwm_bytes": vm.get("VmHWM"), "cpu_s": cpu_s}
-
-
 def start_worker(settings: Settings, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """One ``sluice worker`` process with every role; the tiers file routes everything to the local tier."""
     tiers = {**yaml.safe_load(DEFAULT_TIERS_PATH.read_text()), "router": {"knob": 0.0}}
@@ -191,10 +147,11 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
 
 def analyse(ceiling: dict[str, Any], sluice: dict[str, Any], mem: dict[str, Any]) -> dict[str, Any]:
     at500: dict[str, Any] = next((row for row in sluice["loads"] if row["offered_per_s"] == 500), {})
-    sustained = sluice["max"]["answered_in_window_per_s"]
+    flat = sluice["max"]["answered_in_window_per_s"]
+    sustained = (sluice.get("sustained") or {}).get("max_kept_up_per_s")
     pairs = list(zip(ceiling["loads"], sluice["loads"], strict=True))
     ratios = {
-        "throughput_sluice_over_ceiling": ratio(sustained, ceiling["max"]["answered_in_window_per_s"]),
+        "throughput_sluice_over_ceiling": ratio(flat, ceiling["max"]["answered_in_window_per_s"]),
         "p50_sluice_over_ceiling": {s["offered_per_s"]: ratio(s["p50_ms"], c["p50_ms"]) for c, s in pairs},
         "p99_sluice_over_ceiling": {s["offered_per_s"]: ratio(s["p99_ms"], c["p99_ms"]) for c, s in pairs},
     }
@@ -230,7 +187,10 @@ def markdown(r: dict[str, Any]) -> str:
         f" {cm['p50_ms']} ms), Sluice {sw} (p50 {sm['p50_ms']}, p99 {sm['p99_ms']} ms; {sm['answered_per_s']}/s to the"
         f" last reply): Sluice/ceiling {q['throughput_sluice_over_ceiling']}.\n",
         f"All-roles worker: VmRSS {m['vm_rss_bytes'] / 1e6:.0f}, VmHWM {m['vm_hwm_bytes'] / 1e6:.0f} MB; {m['cpu_s']}"
-        f" CPU s; flat out {sm['worker_cpu_share']} cores, {sm['worker_cpu_ms_per_answer']} CPU ms per answer.\n",
+        f" CPU s; flat out {sm['worker_cpu_share']} cores, {sm['worker_cpu_ms_per_answer']} CPU ms per answer"
+        f" (client {sm.get('client_cpu_share')} cores; machine {sm.get('machine_busy_cores')} of"
+        f" {sm.get('machine_cores')} cores busy).\n",
+        *sustained_lines(s.get("sustained")),
         *targets_table(r["targets"]),
     ]
     return "\n".join(text) + "\n"
@@ -243,6 +203,10 @@ def main() -> int:
     add("--seconds", type=float, default=5.0, help="per offered load, and flat out")
     add("--drain", type=float, default=15.0, help="how long to wait for stragglers after each phase")
     add("--max-in-flight", type=int, default=2000)
+    rising = [400, 500, 600, 750, 1000, 1250]
+    add("--sustain", type=lambda v: [int(x) for x in v.split(",")], default=rising, help="rising req/s")
+    add("--sustain-seconds", type=float, default=10.0)
+    add("--sustain-p99-ms", type=float, default=500.0, help="a load is kept up with only if p99 stays within this")
     add("--msg-bytes", type=int, default=300, help="ceiling message size")
     add("--partitions", type=int, default=4)
     add("--port", type=int, default=29392, help="local broker port (controller: port + 1)")

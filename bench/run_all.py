@@ -29,7 +29,12 @@ from streams.settings import Settings  # noqa: E402
 RESULTS = REPO / "bench" / "results"
 # name -> (script, full-size arguments, quick arguments, needs a broker)
 BENCHES: dict[str, tuple[str, list[str], list[str], bool]] = {
-    "pipeline": ("pipeline_bench.py", [], ["--loads", "100,500", "--seconds", "3", "--drain", "5"], True),
+    "pipeline": (
+        "pipeline_bench.py",
+        [],
+        ["--loads", "100,500", "--seconds", "3", "--drain", "5", "--sustain", "1000", "--sustain-seconds", "3"],
+        True,
+    ),
     "cache": ("cache_bench.py", [], ["--n", "300", "--preload", "2000"], False),
     "vector_store": ("vector_store_bench.py", [], ["--large", "20000", "--queries", "50"], False),
     "local": ("local_bench.py", [], ["--requests", "2", "--rounds", "1", "--max-tokens", "48"], True),
