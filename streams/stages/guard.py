@@ -77,8 +77,14 @@ class SessionGuard:
         self._parsed: ParsedRows[tuple[breaker.SessionState, BudgetLedger]] = ParsedRows()
 
     def _load(
-        self, request_or_session: Request | str, tenant: str = "", partition: int | None = None
+        self,
+        request_or_session: Request | str,
+        tenant: str = "",
+        partition: int | None = None,
+        created_at: Any = None,
     ) -> tuple[breaker.SessionState, BudgetLedger]:
+        """``partition`` and ``created_at``: where the message being handled came from and when it was made (the
+        spilled settled ids' stream time)."""
         session = request_or_session.session if isinstance(request_or_session, Request) else request_or_session
         if isinstance(request_or_session, Request):
             tenant = request_or_session.tenant
@@ -94,7 +100,7 @@ class SessionGuard:
             soft, hard = self.settings.session_budget_soft_usd, self.settings.session_budget_hard_usd
             ledger.set_limits(_limit(soft), _limit(hard))
         if self.spilled is not None:
-            ledger.spill_to(self.spilled.view(key, partition, now_ms()), max(1, self.settings.budget_row_ids))
+            ledger.spill_to(self.spilled.view(key, partition, created_at), max(1, self.settings.budget_row_ids))
         return state, ledger
 
     def _save(self, state: breaker.SessionState, ledger: BudgetLedger, now: int, partition: int | None) -> None:
@@ -136,7 +142,7 @@ class SessionGuard:
         now = now_ms()
         if partition is not None:
             self.sweep(partition, now)
-        state, ledger = self._load(request, partition=partition)
+        state, ledger = self._load(request, partition=partition, created_at=request.created_at)
         out: list[Outgoing] = []
         if self.settings.breaker_enabled:
             decision = breaker.observe_request(
@@ -173,7 +179,7 @@ class SessionGuard:
         session, tenant = str(usage["session"]), str(usage.get("tenant", ""))
         if session_key(tenant, session) not in self.sessions:
             return []
-        state, ledger = self._load(session, tenant, partition)
+        state, ledger = self._load(session, tenant, partition, usage.get("created_at"))
         cost = float(usage.get("cost_usd") or 0.0)
         out = self._settled(state, ledger, str(usage["id"]), cost, usage.get("status") == "ok", now)
         if out is None:  # settled before: nothing changed, the row stays as it is
@@ -205,7 +211,7 @@ class SessionGuard:
 
     def release(self, request: Request, partition: int | None = None) -> None:
         """The request will never reach a tier (rejected later in admission): free its reservation."""
-        state, ledger = self._load(request, partition=partition)
+        state, ledger = self._load(request, partition=partition, created_at=request.created_at)
         if ledger.release(request.id):
             self._save(state, ledger, now_ms(), partition)
 

@@ -13,6 +13,11 @@ partition holding the keys) first deletes the rows older than the horizon. The q
 on first use (after a restart the table recovers from its changelog) and once per horizon, which also catches
 rows written by another process that owned the partition before a rebalance. A row is stamped with the time it
 was written here, so an id is remembered for at least the horizon after it was settled.
+
+Time is *stream time* per partition, as in streams/stages/meter_horizon.py: the newest ``created_at`` of the
+messages handled there, never ahead of the wall clock (a client's clock cannot expire anyone's rows). After an
+outage longer than the horizon, the usage records replayed from before the crash are checked against rows that
+are still there: nothing has moved the partition's time on yet.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
+
+from schemas.records import now_ms
 
 
 def spill_key(scope: str, request_id: str) -> str:
@@ -33,9 +40,14 @@ class SpilledIds:
         self.horizon_ms = horizon_ms  # <= 0: never forget
         self._queues: dict[int | None, deque[tuple[int, str]]] = {}
         self._built_at: dict[int | None, int] = {}
+        self._clock: dict[int | None, int] = {}
 
-    def view(self, scope: str, partition: int | None, now: int) -> SpillView:
-        """The spill of one ledger (``scope``: its key), while a message of ``partition`` is being handled."""
+    def view(self, scope: str, partition: int | None, created_at: Any = None) -> SpillView:
+        """The spill of one ledger (``scope``: its key), while a message of ``partition`` (made at ``created_at``,
+        epoch ms, as the message says; missing or not a number: now) is being handled."""
+        wall = now_ms()
+        at = min(int(created_at), wall) if isinstance(created_at, int | float) and created_at > 0 else wall
+        now = self._clock[partition] = max(self._clock.get(partition, 0), at)
         self.expire(partition, now)
         return SpillView(self, scope, partition, now)
 

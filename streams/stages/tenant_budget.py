@@ -59,7 +59,7 @@ class TenantBudgetStage:
         self.trail = DecisionTrail(settings)
         self._parsed: ParsedRows[BudgetLedger] = ParsedRows()  # a hot tenant's ledger is not re-parsed per request
 
-    def _ledger(self, tenant: str, partition: int | None, now: int) -> BudgetLedger:
+    def _ledger(self, tenant: str, partition: int | None, created_at: Any) -> BudgetLedger:
         saved = self.ledgers.get(tenant)
         ledger = self._parsed.take(tenant, saved)
         if ledger is None:
@@ -67,7 +67,7 @@ class TenantBudgetStage:
         soft, hard = self.budgets().get(tenant, (None, None))
         ledger.set_limits(soft, hard)
         if self.spilled is not None:
-            ledger.spill_to(self.spilled.view(tenant, partition, now), max(1, self.settings.budget_row_ids))
+            ledger.spill_to(self.spilled.view(tenant, partition, created_at), max(1, self.settings.budget_row_ids))
         return ledger
 
     async def handle(self, raw: bytes, source: Source) -> list[Outgoing]:
@@ -82,7 +82,7 @@ class TenantBudgetStage:
             self.counts[f"deadletter:{reason}"] += 1
             return [dead_letter(self.settings.topic("deadletter"), raw, source, InvalidMessage(reason, str(exc)))]
         request, now = job.request, now_ms()
-        ledger = self._ledger(request.tenant, source.partition, now)
+        ledger = self._ledger(request.tenant, source.partition, request.created_at)
         ledger.expire(now)
         text = " ".join(m.content for m in request.chat())
         amount = estimate_reservation(
@@ -103,7 +103,7 @@ class TenantBudgetStage:
 
     def _settle(self, usage: dict[str, Any], partition: int | None) -> list[Outgoing]:
         tenant, now = str(usage["tenant"]), now_ms()
-        ledger = self._ledger(tenant, partition, now)
+        ledger = self._ledger(tenant, partition, usage.get("created_at"))
         settlement = ledger.settle(str(usage["id"]), float(usage.get("cost_usd") or 0.0), now)
         self._save(tenant, ledger)
         return [self._alert(tenant, ledger, now)] if settlement.soft_alert else []
