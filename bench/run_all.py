@@ -39,6 +39,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str], bool]] = {
     "vector_store": ("vector_store_bench.py", [], ["--large", "20000", "--queries", "50"], False),
     "local": ("local_bench.py", [], ["--requests", "2", "--rounds", "1", "--max-tokens", "48"], True),
     "memory": ("memory_bench.py", [], ["--entries", "10000"], False),
+    "restart": ("restart_bench.py", [], ["--backlog", "100"], True),
 }
 # The targets: (name, bench, how to read the value, goal, at least?, unit)
 TARGETS: list[tuple[str, str, tuple[str, ...], float, bool, str]] = [
@@ -91,7 +92,7 @@ def run_bench(name: str, quick: bool, env: dict[str, str], log_dir: Path) -> dic
     script, full, small = BENCHES[name][:3]
     out = log_dir / f"{name}.json"
     cmd = [sys.executable, str(REPO / "bench" / script), *(small if quick else full), "--json"]
-    if name in ("pipeline", "local", "memory"):
+    if name in ("pipeline", "local", "memory", "restart"):
         cmd += ["--out", str(out)]  # the full-size results in bench/results are kept unless this is a full run
     print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     t0 = time.monotonic()

@@ -1,4 +1,5 @@
-"""Fixes for faust-streaming 0.15.3 that at-least-once delivery depends on.
+"""Fixes for faust-streaming 0.15.3 that at-least-once delivery depends on, and two that make a worker start
+in seconds (bench/restart_bench.py).
 
 While flow control is paused (table recovery) or after a rebalance (stale generation), a stream *skips* the
 events already in its buffer, and acks them "so the lag does not grow". Acking lets the next commit move
@@ -24,6 +25,11 @@ Faust's commit must never move past an event no stream acked. Two paths let it:
 
 A commit held that way is released by the lost-event guard (streams/lost_event_guard.py), which seeks the
 partition back to the held offset, and which marks offsets that retention deleted as absent.
+
+Start-up: the seek above takes each partition's log start from one ListOffsets request (aiokafka's
+``seek_to_beginning`` + ``position`` waited ~1.5 s per partition while Faust holds the fetcher paused, and idle
+input topics never get a commit, so every start and rebalance paid it), and the table manager does not sleep a
+second before recovery (one per role's app). A worker's first answer came 39 s after its start, now 6 s.
 """
 
 from __future__ import annotations
@@ -109,6 +115,18 @@ async def _no_gap_in_contiguous_topics(self: Any, tp: Any, offset_from: int, off
     )
 
 
+_TABLES_SLEEP = "await self.sleep(1.0)"
+
+
+async def _start_tables_at_once(self: Any) -> None:
+    """Faust's ``TableManager.on_start`` without its one-second sleep, which gives agents time to register tables
+    before the channel list is finalized. Sluice registers every table before the worker starts, and a worker
+    starts its roles' apps one after another, so the sleep only added a second per role to every (re)start."""
+    if not self.should_stop:
+        await self._update_channels()
+        await self.recovery.start()
+
+
 def apply() -> bool:
     """Patch both stream iterators (Cython-backed and pure Python) once; False, with a warning, if this Faust's
     source is not the expected one."""
@@ -131,5 +149,12 @@ def apply() -> bool:
     Consumer.perform_seek = _perform_seek
     Consumer._new_offset = _holding_an_unacked_head(Consumer._new_offset)
     Consumer._add_gap = _no_gap_in_contiguous_topics
+    from faust.tables.manager import TableManager
+
+    source = inspect.getsource(TableManager.on_start)
+    if source.count(_TABLES_SLEEP) == 1 and "self._update_channels()" in source and "self.recovery.start()" in source:
+        TableManager.on_start = _start_tables_at_once
+    else:
+        log.info("faust's TableManager.on_start changed: its start-up sleep is kept")
     _applied = True
     return True
