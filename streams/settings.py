@@ -48,8 +48,10 @@ class Settings:
     broker_heartbeat_interval: float = 3.0
     broker_rebalance_timeout: float = 20.0
     # Every this many seconds each app looks for an input event lost inside the process (see
-    # streams/policy/lost_events.py) and reads its partition again from it; 0 turns the check off.
-    lost_event_check_s: float = 10.0
+    # streams/policy/lost_events.py) and reads its partition again from it; 0 turns the check off. A lost event
+    # waits two checks: at 10 s, a worker restarted under a backlog left an event or two 20 s behind the rest
+    # (bench/restart_bench.py); a check costs a walk over the consumer's unacked messages.
+    lost_event_check_s: float = 2.0
 
     data_dir: str = field(default_factory=_default_data_dir)
 
