@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from pipeline_bench import PROMPT, Record, memory, phase, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import PROMPT, Record, bench_kafka, memory, phase, start_worker, stop_worker  # noqa: E402
 
 from streams.broker import LocalBroker  # noqa: E402
 from streams.client import SluiceClient, make_request  # noqa: E402
@@ -107,13 +106,7 @@ def main() -> int:
     broker: LocalBroker | None = None
     worker = None
     try:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
-        if not bootstrap:
-            local = Settings(data_dir=str(tmp), kafka_port=args.port, kafka_controller_port=args.port + 1)
-            (broker := LocalBroker(local)).start()
-            bootstrap = local.bootstrap
-        settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=args.partitions)
-        settings = settings.with_overrides(topic_prefix="hp" + uuid.uuid4().hex[:10])
+        settings, broker = bench_kafka(tmp, args.port, args.partitions, "hp")
         asyncio.run(create_topics(settings, TOPICS))
         worker, log = start_worker(settings, tmp)
         try:

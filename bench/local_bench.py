@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_output import goal, md_table, targets_table, write_results  # noqa: E402
 from local_ways import Tally, bare_calls, prompt, work_queue  # noqa: E402
-from pipeline_bench import memory, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import bench_kafka, memory, start_worker, stop_worker  # noqa: E402
 
 from schemas.records import Job, dumps  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
@@ -237,14 +237,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sluice-local-bench-"))
     broker: LocalBroker | None = None
     try:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
-        if not bootstrap and not args.no_worker:
-            local = Settings(data_dir=str(tmp), kafka_port=args.port, kafka_controller_port=args.port + 1)
-            (broker := LocalBroker(local)).start()
-            bootstrap = local.bootstrap
         # Default settings, as the worker gets them (start_worker drops SLUICE_* variables): the same model.
-        settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=args.partitions)
-        settings = settings.with_overrides(topic_prefix="lb" + uuid.uuid4().hex[:10])
+        settings, broker = bench_kafka(tmp, args.port, args.partitions, "lb", start=not args.no_worker)
         if args.threads is not None:
             settings = settings.with_overrides(local_threads=args.threads)
         if args.concurrency is not None:

@@ -114,6 +114,19 @@ async def run_sluice(settings: Settings, args: argparse.Namespace, worker: subpr
         return {"request_bytes": size, **out}
 
 
+def bench_kafka(tmp: Path, port: int, partitions: int, prefix: str, start: bool = True) -> tuple[Settings, Any]:
+    """The benches' Kafka: ``KAFKA_BOOTSTRAP``'s cluster, or (``start``) a broker started here on ``port`` and
+    ``port + 1`` (returned, for the caller to stop); settings with a fresh topic prefix (new topics and groups)."""
+    broker = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
+    if not bootstrap and start:
+        local = Settings(data_dir=str(tmp), kafka_port=port, kafka_controller_port=port + 1)
+        (broker := LocalBroker(local)).start()
+        bootstrap = local.bootstrap
+    settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=partitions)
+    return settings.with_overrides(topic_prefix=prefix + uuid.uuid4().hex[:10]), broker
+
+
 def start_worker(settings: Settings, tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
     """One ``sluice worker`` process with every role; the tiers file routes everything to the local tier."""
     tiers = {**yaml.safe_load(DEFAULT_TIERS_PATH.read_text()), "router": {"knob": 0.0}}
@@ -218,13 +231,8 @@ def main() -> int:
     broker: LocalBroker | None = None
     worker: subprocess.Popen[bytes] | None = None
     try:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
-        if not bootstrap:
-            local = Settings(data_dir=str(tmp), kafka_port=args.port, kafka_controller_port=args.port + 1)
-            (broker := LocalBroker(local)).start()
-            bootstrap = local.bootstrap
-        settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=args.partitions)
-        settings = settings.with_overrides(topic_prefix="pb" + uuid.uuid4().hex[:10])  # fresh topics and groups
+        settings, broker = bench_kafka(tmp, args.port, args.partitions, "pb")
+        bootstrap = settings.bootstrap
         asyncio.run(create_topics(settings, (*TOPICS, TopicSpec("ceiling", "none", "raw produce/consume ceiling"))))
         print(f"broker {bootstrap}, prefix {settings.topic_prefix}: measuring the ceiling", file=sys.stderr)
         ceiling = asyncio.run(run_ceiling(settings, args))

@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_output import md_table, write_results  # noqa: E402
 from load_phases import Record, phase  # noqa: E402
-from pipeline_bench import PROMPT, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import PROMPT, bench_kafka, start_worker, stop_worker  # noqa: E402
 
 from streams.broker import LocalBroker  # noqa: E402
 from streams.client import SluiceClient, make_request  # noqa: E402
@@ -195,19 +195,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sluice-restart-"))
     broker: LocalBroker | None = None
     try:
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "")
-        if not bootstrap:
-            local = Settings(data_dir=str(tmp), kafka_port=args.port, kafka_controller_port=args.port + 1)
-            (broker := LocalBroker(local)).start()
-            bootstrap = local.bootstrap
-        settings = Settings(kafka_bootstrap=bootstrap, data_dir=str(tmp / "sluice"), partitions=args.partitions)
-        settings = settings.with_overrides(topic_prefix="rs" + uuid.uuid4().hex[:10])
+        settings, broker = bench_kafka(tmp, args.port, args.partitions, "rs")
         asyncio.run(create_topics(settings, TOPICS))
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         result = asyncio.run(drive(settings, tmp, args.backlog, args.rate, args.seconds))
         result.update(
             started=started,
-            broker=bootstrap,
+            broker=settings.bootstrap,
             partitions=args.partitions,
             session_timeout_s=settings.broker_session_timeout,
         )
