@@ -132,12 +132,13 @@ def start_worker(settings: Settings, tmp: Path) -> tuple[subprocess.Popen[bytes]
     tiers = {**yaml.safe_load(DEFAULT_TIERS_PATH.read_text()), "router": {"knob": 0.0}}
     (tmp / "tiers.yaml").write_text(yaml.safe_dump(tiers))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    env.update({k[len("BENCH_") :]: v for k, v in os.environ.items() if k.startswith("BENCH_SLUICE_")})  # experiments
     env.update(KAFKA_BOOTSTRAP=settings.bootstrap, SLUICE_TOPIC_PREFIX=settings.topic_prefix)
     env.update(SLUICE_PARTITIONS=str(settings.partitions), SLUICE_DATA_DIR=settings.data_dir)
     env.update(SLUICE_LOCAL_THREADS=str(settings.local_threads))
     env.update(SLUICE_LOCAL_CONCURRENCY=str(settings.local_instances))
     env.update(SLUICE_LOG_LEVEL="warning", SLUICE_BREAKER_ENABLED="false", SLUICE_TIERS_FILE=str(tmp / "tiers.yaml"))
+    # Experiments: BENCH_SLUICE_X=v sets SLUICE_X=v in the worker, over the defaults above.
+    env.update({k[len("BENCH_") :]: v for k, v in os.environ.items() if k.startswith("BENCH_SLUICE_")})
     cmd = [sys.executable, "-m", "streams.cli", "worker"]
     cmd += [a for role in ("admit", "cache", "local", "cloud", "meter") for a in ("--role", role)]
     log = tmp / "worker.log"

@@ -23,7 +23,9 @@ Faust's commit must never move past an event no stream acked. Two paths let it:
   offsets are contiguous: records missing there were dropped in this process (Faust drops the rest of a
   fetched batch when a rebalance starts), not absent. Here they hold the commit instead.
 
-A commit held that way is released by the lost-event guard (streams/lost_event_guard.py), which seeks the
+Records fetched before a seek and delivered after it (the recovery resumes partitions a moment before it seeks
+them) are kept out of the streams by streams/ordered_fetch.py. A commit held anyway is released by the lost-event
+guard (streams/lost_event_guard.py), which seeks the
 partition back to the held offset, and which marks offsets that retention deleted as absent.
 
 Start-up: the seek above takes each partition's log start from one ListOffsets request (aiokafka's
@@ -40,6 +42,8 @@ import logging
 import textwrap
 from collections.abc import Callable
 from typing import Any
+
+from streams import ordered_fetch
 
 log = logging.getLogger(__name__)
 _ACK_SKIPPED = "do_ack or value is skipped_value"
@@ -93,6 +97,7 @@ async def _perform_seek(self: Any) -> None:
     from faust.transport.consumer import ensure_TP
 
     sought = await self.seek_to_committed()
+    ordered_fetch.record_sought(self, sought)
     self._read_offset.update({tp: o if o is not None and o >= 0 else None for tp, o in sought.items()})
     self._committed_offset.update({ensure_TP(tp): o for tp, o in sought.items() if o is not None and o >= 0})
 
@@ -149,6 +154,7 @@ def apply() -> bool:
     Consumer.perform_seek = _perform_seek
     Consumer._new_offset = _holding_an_unacked_head(Consumer._new_offset)
     Consumer._add_gap = _no_gap_in_contiguous_topics
+    ordered_fetch.apply()
     from faust.tables.manager import TableManager
 
     source = inspect.getsource(TableManager.on_start)

@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 
+from streams.ordered_fetch import seek_in_thread
 from streams.policy.lost_events import LostEventTracker, PartitionView, lost_head
 
 log = logging.getLogger(__name__)
@@ -94,22 +95,10 @@ class LostEventGuard:
                     tp.partition,
                     head,
                 )
-                await self._seek(tp, head)
+                await seek_in_thread(self.app.consumer, tp, head)
                 sought += 1
         self.sought += sought
         return sought
-
-    async def _seek(self, tp: Any, offset: int) -> None:
-        """Faust's ``Consumer.seek``, but with aiokafka's seek run in the consumer's own thread: called from the
-        event loop it raced the fetcher thread reading its buffers (a KeyError in ``fetched_records`` crashed a
-        worker's fetcher while the broker restarted)."""
-        consumer: Any = self.app.consumer
-        thread = getattr(consumer, "_thread", None)
-        if thread is None:  # not the threaded aiokafka driver: Faust's own seek
-            await consumer.seek(tp, offset)
-            return
-        await thread.call_thread(thread._ensure_consumer().seek, tp, offset)
-        consumer._read_offset[tp] = offset if offset else None  # what Consumer.seek does after its _seek
 
     async def _deleted_by_retention(self, tp: Any, head: int) -> bool:
         """A head below the log's start was deleted before this group read it: mark it absent, so the commit

@@ -1,9 +1,11 @@
 """An input event lost inside a worker process is read again (streams/lost_event_guard.py).
 
 The meter role's consumer is made to drop one fetched ``sluice.responses`` record (fault injection: a
-sitecustomize on the worker's PYTHONPATH, tests/fixtures/drop_fetched). Faust's commit then stops before it while
-every later response is metered. Without the guard the dropped response is never metered; with it, the guard sees
-the stuck head, seeks the partition back, and every response gets its usage record.
+sitecustomize on the worker's PYTHONPATH, tests/fixtures/drop_fetched). Faust's commit then stops before it.
+When a later record of the partition arrives, the fetch order check (streams/ordered_fetch.py) sees the offset
+it skipped and reads the partition again at once. When none does (the last record was dropped), the guard sees
+the stuck head while the log goes on past it, and seeks back. Without either the dropped response is never
+metered; with them every response gets its usage record.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ FAULT = Path(__file__).parents[1] / "fixtures" / "drop_fetched"
 N = 12
 
 
-def _start_meter(settings: Settings, tmp_path: Path, check_s: float) -> SluiceProcess:
+def _start_meter(settings: Settings, tmp_path: Path, check_s: float, nth: int, level: str = "warning") -> SluiceProcess:
     env = {
+        "SLUICE_LOG_LEVEL": level,
         "PYTHONPATH": os.pathsep.join(p for p in (str(FAULT), os.environ.get("PYTHONPATH", "")) if p),
-        "SLUICE_FAULT_DROP_FETCHED": ".responses:3",
+        "SLUICE_FAULT_DROP_FETCHED": f".responses:{nth}",
         "SLUICE_LOST_EVENT_CHECK_S": str(check_s),
     }
     return start_worker(settings, tmp_path, "meter", name="meter", env=env)
@@ -55,11 +58,27 @@ async def _metered(settings: Settings, timeout_s: float) -> set[str]:
     return {u["id"] for u in usage}
 
 
-async def test_a_response_dropped_inside_the_meter_is_read_again_and_metered(
+async def test_a_response_skipped_by_the_fetch_is_read_again_at_once_when_a_later_one_arrives(
     settings: Settings, tmp_path: Path
 ) -> None:
     await create_topics(settings)
-    meter = _start_meter(settings, tmp_path, check_s=1.0)
+    meter = _start_meter(settings, tmp_path, check_s=0, nth=3, level="info")  # no guard: the fetch order check alone
+    try:
+        ids = await _publish_responses(settings)
+        metered = await _metered(settings, timeout_s=60)
+    finally:
+        meter.stop()
+    log = (tmp_path / "meter.log").read_text(errors="replace")
+    assert "fault injection: dropped" in log  # the fault happened...
+    assert "is due" in log  # ...the offset it skipped was seen...
+    assert metered == ids  # ...and nothing stayed unmetered
+
+
+async def test_a_last_response_dropped_inside_the_meter_is_read_again_by_the_guard(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await create_topics(settings)
+    meter = _start_meter(settings, tmp_path, check_s=1.0, nth=N)
     try:
         ids = await _publish_responses(settings)
         metered = await _metered(settings, timeout_s=120)
@@ -72,10 +91,10 @@ async def test_a_response_dropped_inside_the_meter_is_read_again_and_metered(
 
 
 async def test_without_the_guard_the_dropped_response_is_never_metered(settings: Settings, tmp_path: Path) -> None:
-    """The fault is real: Faust alone does not read the dropped record again (if an upgrade fixes that, this
+    """The fault is real: Faust alone does not read a dropped last record again (if an upgrade fixes that, this
     fails, and the guard may be retired)."""
     await create_topics(settings)
-    meter = _start_meter(settings, tmp_path, check_s=0)
+    meter = _start_meter(settings, tmp_path, check_s=0, nth=N)
     try:
         ids = await _publish_responses(settings)
         metered = await _metered(settings, timeout_s=60)
