@@ -88,10 +88,32 @@ def create_app(settings: Settings, role: str) -> faust.App:
         broker_heartbeat_interval=settings.broker_heartbeat_interval,
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
         broker_commit_interval=1.0,
-        producer_linger=0.001,
+        producer_linger=settings.producer_linger_s,
     )
     lost_event_guard.install(app, settings.lost_event_check_s)
+    app.sluice_fetch = (settings.consumer_fetch_min_bytes, settings.consumer_fetch_max_wait_ms)
+    fetch_batching()
     return app
+
+
+def fetch_batching() -> None:
+    """Faust builds its consumers with fetch_max_wait_ms=1500 and aiokafka's fetch_min_bytes=1, and takes neither
+    from its settings: set both from the app's Sluice settings (``app.sluice_fetch``) on every worker consumer."""
+    from faust.transport.drivers import aiokafka as driver
+
+    original = driver.AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "sluice_batching", False):
+        return
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        fetch = getattr(self.app, "sluice_fetch", None)
+        if fetch is not None and hasattr(consumer, "_fetch_min_bytes"):  # an aiokafka consumer (tests fake it)
+            consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = fetch
+        return consumer
+
+    create.sluice_batching = True  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create
 
 
 def raw_topic(app: faust.App, name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -56,13 +57,26 @@ def run_worker(settings: Settings, roles: list[str]) -> None:
     # thread asking for the GIL can wait that long each time: a generation in the worker ran at 0.4x the bare
     # model's speed. A shorter interval lets it back in sooner (bench/local_bench.py).
     sys.setswitchinterval(settings.gil_switch_interval_s)
-    worker = faust.Worker(
+    worker = _Worker(
         *apps,
         loglevel=settings.log_level.upper(),
         redirect_stdouts=False,
         quiet=True,
     )
     worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, starting the roles' apps together instead of one after another.
+
+    An app's start waits until its consumer group has assigned it partitions and its tables are recovered. One
+    after another, a worker joining under load made the five groups rebalance in turn, each stalling its role's
+    partitions on the workers already running (and a start took the sum of five joins); together, the groups
+    rebalance at once (bench/restart_bench.py)."""
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        await asyncio.gather(*(child.maybe_start() for child in self._children if child is not None))
 
 
 def freeze_startup_objects() -> None:

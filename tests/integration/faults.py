@@ -30,8 +30,12 @@ from tests.integration.tiers_files import write_tiers
 from tests.integration.topic_reader import read_to_end
 
 
-def free_port_block(count: int, low: int = 20000, high: int = 40000) -> int:
-    """A base port with ``count`` consecutive free loopback ports (for brokers of a test's own)."""
+def free_port_block(count: int, low: int = 20000, high: int = 32000) -> int:
+    """A base port with ``count`` consecutive free loopback ports (for brokers of a test's own).
+
+    Below Linux's ephemeral range (32768 up): a broker port there can be taken, while the broker is down, as the
+    source port of a client reconnecting to it, and the restarted broker then fails to bind (seen: the broker
+    restart test's workers retrying a dead port for its whole timeout)."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(low, high - count)

@@ -1,0 +1,20 @@
+"""Worker consumers take Sluice's fetch batching settings (Faust hard-codes fetch_max_wait_ms=1500 and leaves
+aiokafka's fetch_min_bytes=1). No broker: an aiokafka consumer connects only when started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streams.app import create_app
+from streams.settings import Settings
+
+
+async def test_worker_consumers_take_the_fetch_batching_settings(tmp_path: Path) -> None:
+    base = Settings(kafka_bootstrap="127.0.0.1:1", data_dir=str(tmp_path), lost_event_check_s=0)
+    tuned = base.with_overrides(topic_prefix="tuned", consumer_fetch_min_bytes=4096, consumer_fetch_max_wait_ms=20)
+    made = {}
+    for name, settings in (("default", base), ("tuned", tuned)):
+        app = create_app(settings, "admit")
+        made[name] = app.consumer._thread._create_worker_consumer(app.transport)
+    assert (made["tuned"]._fetch_min_bytes, made["tuned"]._fetch_max_wait_ms) == (4096, 20)
+    assert (made["default"]._fetch_min_bytes, made["default"]._fetch_max_wait_ms) == (1, 1500)
