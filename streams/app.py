@@ -15,6 +15,7 @@ from typing import Any
 import faust
 
 from streams import faust_patches, lost_event_guard
+from streams.kafka_clients import back_off_failed_metadata_updates
 from streams.settings import Settings
 
 
@@ -64,6 +65,7 @@ def quiet_library_debug(settings: Settings) -> None:
 
 def create_app(settings: Settings, role: str) -> faust.App:
     faust_patches.apply()  # skipped events must not be acked (see streams/faust_patches.py)
+    back_off_failed_metadata_updates()  # no busy loop while the broker is down
     quiet_library_debug(settings)
     idempotent_producers()
     app_id = f"{settings.topic_prefix}-{role}"

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas.parse import InvalidMessage, parse_chunk, parse_response
 from schemas.records import Message, Request, Response, dumps, new_id
 from streams.cancels import publish_cancel
-from streams.kafka_clients import assign_all, stop_consumer
+from streams.kafka_clients import assign_all, back_off_failed_metadata_updates, stop_consumer
 from streams.settings import Settings
 from streams.streaming_client import ReplyStream, assign_with_chunks
 
@@ -42,6 +42,7 @@ class SluiceClient:
         self.duplicates_suppressed = 0
 
     async def start(self) -> None:
+        back_off_failed_metadata_updates()  # a broker outage must not spin the client's loops
         opts = self.settings.kafka_client_options()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=1, **opts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -37,3 +38,27 @@ async def assign_all(consumer: AIOKafkaConsumer, settings: Settings, topic: str)
     tps = [TopicPartition(topic, p) for p in range(count)]
     consumer.assign(tps)
     return tps
+
+
+def back_off_failed_metadata_updates() -> None:
+    """Make a failed cluster-metadata update wait ``retry_backoff_ms`` before it returns (aiokafka 0.14 returns
+    at once, and the producers', fetchers' and coordinators' loops that asked for it ask again at once).
+
+    Why: with the broker down, connection refused is instant, so every Kafka client in a worker asked for
+    metadata in a tight loop: a worker sat at 95% CPU and logged about 5,000 "Unable to update metadata" lines a
+    second until the broker came back (seen in the broker-restart fault test). All callers share one update
+    future per client, so waiting inside the update paces every one of them."""
+    from aiokafka.client import AIOKafkaClient
+
+    original = AIOKafkaClient._metadata_update
+    if getattr(original, "sluice_backoff", False):
+        return
+
+    async def metadata_update(self: Any, cluster_metadata: Any, topics: Any) -> Any:
+        ok = await original(self, cluster_metadata, topics)
+        if ok is False:
+            await asyncio.sleep(self._retry_backoff)
+        return ok
+
+    metadata_update.sluice_backoff = True  # type: ignore[attr-defined]
+    AIOKafkaClient._metadata_update = metadata_update
