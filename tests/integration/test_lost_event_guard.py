@@ -58,17 +58,25 @@ async def _metered(settings: Settings, timeout_s: float) -> set[str]:
     return {u["id"] for u in usage}
 
 
+async def _drop_one_and_meter(
+    settings: Settings, tmp_path: Path, *, check_s: float, nth: int, level: str
+) -> tuple[set[str], set[str], str]:
+    """Publish N responses to a meter that drops the ``nth`` fetched one: (published ids, metered ids, its log)."""
+    await create_topics(settings)
+    meter = _start_meter(settings, tmp_path, check_s=check_s, nth=nth, level=level)
+    try:
+        ids = await _publish_responses(settings)
+        metered = await _metered(settings, timeout_s=120)
+    finally:
+        meter.stop()
+    return ids, metered, (tmp_path / "meter.log").read_text(errors="replace")
+
+
 async def test_a_response_skipped_by_the_fetch_is_read_again_at_once_when_a_later_one_arrives(
     settings: Settings, tmp_path: Path
 ) -> None:
-    await create_topics(settings)
-    meter = _start_meter(settings, tmp_path, check_s=0, nth=3, level="info")  # no guard: the fetch order check alone
-    try:
-        ids = await _publish_responses(settings)
-        metered = await _metered(settings, timeout_s=60)
-    finally:
-        meter.stop()
-    log = (tmp_path / "meter.log").read_text(errors="replace")
+    # no guard: the fetch order check alone
+    ids, metered, log = await _drop_one_and_meter(settings, tmp_path, check_s=0, nth=3, level="info")
     assert "fault injection: dropped" in log  # the fault happened...
     assert "is due" in log  # ...the offset it skipped was seen...
     assert metered == ids  # ...and nothing stayed unmetered
@@ -77,14 +85,7 @@ async def test_a_response_skipped_by_the_fetch_is_read_again_at_once_when_a_late
 async def test_a_last_response_dropped_inside_the_meter_is_read_again_by_the_guard(
     settings: Settings, tmp_path: Path
 ) -> None:
-    await create_topics(settings)
-    meter = _start_meter(settings, tmp_path, check_s=1.0, nth=N)
-    try:
-        ids = await _publish_responses(settings)
-        metered = await _metered(settings, timeout_s=120)
-    finally:
-        meter.stop()
-    log = (tmp_path / "meter.log").read_text(errors="replace")
+    ids, metered, log = await _drop_one_and_meter(settings, tmp_path, check_s=1.0, nth=N, level="warning")
     assert "fault injection: dropped" in log  # the fault happened...
     assert "was lost in this process" in log  # ...the guard saw it...
     assert metered == ids  # ...and nothing stayed unmetered
