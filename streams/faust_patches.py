@@ -25,8 +25,8 @@ Faust's commit must never move past an event no stream acked. Two paths let it:
 
 Records fetched before a seek and delivered after it (the recovery resumes partitions a moment before it seeks
 them) are kept out of the streams by streams/ordered_fetch.py. A commit held anyway is released by the lost-event
-guard (streams/lost_event_guard.py), which seeks the
-partition back to the held offset, and which marks offsets that retention deleted as absent.
+guard (streams/lost_event_guard.py), which seeks the partition back to the held offset, and which marks offsets
+that retention deleted as absent.
 
 Start-up: the seek above takes each partition's log start from one ListOffsets request (aiokafka's
 ``seek_to_beginning`` + ``position`` waited ~1.5 s per partition while Faust holds the fetcher paused, and idle

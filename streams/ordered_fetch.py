@@ -1,5 +1,7 @@
 """The Faust side of streams/policy/fetch_order.py: every record of an input partition passes the consumer's
-``FetchOrder`` on its way from the fetch to the streams, and every seek tells it the offset due next.
+``FetchOrder`` on its way from the fetch to the streams, and every seek Sluice makes (the recovery's, through
+streams/faust_patches.py, and the lost-event guard's) tells it the offset due next. Faust itself seeks input
+partitions only there: its other seeks (``seek_wait``) are on changelogs, which are not checked.
 
 Seeks run in the consumer's own thread, where aiokafka lives: aiokafka's ``seek`` called from the event loop
 raced its fetcher thread (a KeyError in ``fetched_records`` crashed a worker's fetcher while the broker restarted).
@@ -70,15 +72,6 @@ def _ordered(getmany: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
     return ordered_getmany
 
 
-def _recording(seek: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(seek)
-    async def recorded_seek(self: Any, partition: Any, offset: int) -> None:
-        await seek(self, partition, offset)
-        order_of(self).sought(partition, offset)
-
-    return recorded_seek
-
-
 def record_sought(consumer: Any, sought: dict[Any, int | None]) -> None:
     """Positions set by a seek to committed offsets (streams/faust_patches.py) are the offsets due."""
     order = order_of(consumer)
@@ -93,4 +86,3 @@ def apply() -> None:
     if getattr(Consumer.getmany, "sluice_ordered", False):
         return
     Consumer.getmany = _ordered(Consumer.getmany)
-    Consumer.seek = _recording(Consumer.seek)
