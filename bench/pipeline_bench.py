@@ -195,7 +195,8 @@ def markdown(r: dict[str, Any]) -> str:
         "# Pipeline benchmark\n",
         f"{r['started']}, {r['wall_s']} s, broker {r['broker']}, {r['partitions']} partitions. Latency: publish call"
         f" -> reply consumed. Ceiling: raw aiokafka, {c['message_bytes']}-byte values. Sluice: exact hits through"
-        f" one all-roles worker, {s['request_bytes']}-byte requests, distinct sessions.\n",
+        f" one all-roles worker{' (SLUICE_SINGLE_GROUP: one consumer group)' if r.get('single_group') else ''},"
+        f" {s['request_bytes']}-byte requests, distinct sessions.\n",
         *md_table(head, loads),
         f"\nFlat out, {sm['max_in_flight']} in flight, answered/s in {r['seconds']} s: ceiling {cw} (p50"
         f" {cm['p50_ms']} ms), Sluice {sw} (p50 {sm['p50_ms']}, p99 {sm['p99_ms']} ms; {sm['answered_per_s']}/s to the"
@@ -225,8 +226,11 @@ def main() -> int:
     add("--partitions", type=int, default=4)
     add("--port", type=int, default=29392, help="local broker port (controller: port + 1)")
     add("--out", default=str(REPO / "bench" / "results" / "pipeline.json"), help="and the markdown beside it (.md)")
+    add("--single-group", action="store_true", help="the worker runs its roles as one app (SLUICE_SINGLE_GROUP)")
     add("--json", action="store_true", help="print the JSON object as the last stdout line")
     args = parser.parse_args()
+    if args.single_group:
+        os.environ["BENCH_SLUICE_SINGLE_GROUP"] = "true"  # start_worker passes BENCH_SLUICE_X on as SLUICE_X
     started, wall0 = time.strftime("%Y-%m-%dT%H:%M:%S"), time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="sluice-pipeline-"))
     broker: LocalBroker | None = None
@@ -252,6 +256,7 @@ def main() -> int:
             broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     result: dict[str, Any] = dict(started=started, broker=bootstrap, partitions=args.partitions, seconds=args.seconds)
+    result["single_group"] = os.environ.get("BENCH_SLUICE_SINGLE_GROUP", "").lower() in ("1", "true", "yes")
     result.update(ceiling=ceiling, sluice=sluice, memory=mem, **analyse(ceiling, sluice, mem))
     result["wall_s"] = round(time.monotonic() - wall0, 1)
     write_results(result, args.out, markdown, args.json)

@@ -74,7 +74,7 @@ class BacklogMonitor:
 
     def __init__(self, settings: Settings, role: str = "local", topic: str = "tier.local") -> None:
         self.reader = LagReader(settings)
-        self.group = f"{settings.topic_prefix}-{role}"
+        self.group = settings.group(role)
         self.topic = settings.topic(topic)
         self.backlog = 0
 

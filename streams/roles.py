@@ -13,6 +13,7 @@ import faust
 
 from streams.agents import admit, cache, cloud_worker, local_worker, meter
 from streams.app import create_app
+from streams.one_group import RoleView, check_no_mixed_modes
 from streams.settings import Settings
 from streams.stages.shortcut import ExactShortcut
 
@@ -33,15 +34,20 @@ def build_apps(settings: Settings, roles: list[str]) -> list[faust.App]:
         raise ValueError(f"unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
     apps: dict[str, faust.App] = {}
     stages: dict[str, Any] = {}
+    shared = create_app(settings, "worker") if settings.single_group else None  # see streams/one_group.py
     for role in dict.fromkeys(roles):  # keep order, drop repeats
-        app = create_app(settings, role)
-        stages[role] = ROLES[role](app, settings)
+        if shared is None:
+            app = create_app(settings, role)
+            stages[role] = ROLES[role](app, settings)
+        else:
+            app = shared
+            stages[role] = ROLES[role](RoleView(shared, settings, role), settings)
         apps[role] = app
     if settings.admit_shortcut and "admit" in stages and "cache" in stages:
         lookup = stages["cache"]
         owns = cache.exact_owner(apps["cache"], lookup.state.exact, settings.partitions)
         stages["admit"].shortcut = ExactShortcut(lookup, owns)
-    return list(apps.values())
+    return list(dict.fromkeys(apps.values()))
 
 
 def run_worker(settings: Settings, roles: list[str]) -> None:
@@ -49,6 +55,11 @@ def run_worker(settings: Settings, roles: list[str]) -> None:
     from streams.logging_setup import install
 
     install(settings)  # before the apps log anything (idempotent: the CLI may have installed it already)
+    check_loop = asyncio.new_event_loop()  # not asyncio.run: it would unset the loop Faust's worker gets
+    try:
+        check_loop.run_until_complete(check_no_mixed_modes(settings, list(dict.fromkeys(roles))))
+    finally:
+        check_loop.close()
     apps = build_apps(settings, roles)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     freeze_startup_objects()

@@ -25,7 +25,7 @@ from streams.policy.aggregates import Totals
 from streams.settings import Settings
 from streams.topics import partition_counts
 
-# (role, topic): each role is its own consumer group ``<prefix>-<role>``.
+# (role, topic): each role is its own consumer group ``<prefix>-<role>`` (``<prefix>-worker`` with SLUICE_SINGLE_GROUP).
 GROUPS = (
     ("admit", "requests"),
     ("cache", "lookup"),
@@ -120,9 +120,9 @@ class Top:
         await self.lag.close()
 
     async def frame(self) -> Frame:
-        f, prefix = Frame(), self.settings.topic_prefix
+        f = Frame()
         for role, name in GROUPS:
-            lag = await self.lag.read(f"{prefix}-{role}", self.settings.topic(name))
+            lag = await self.lag.read(self.settings.group(role), self.settings.topic(name))
             f.lags.append((lag, bool(lag.partitions)))
         f.responses_per_s = await self._throughput()
         try:

@@ -281,7 +281,7 @@ class Feeds:
                 started = time.monotonic()
                 for role, topic in LAG_SOURCES:
                     try:
-                        lag = await reader.read(f"{self.settings.topic_prefix}-{role}", self.settings.topic(topic))
+                        lag = await reader.read(self.settings.group(role), self.settings.topic(topic))
                         self.t.set_lag(lag.group, lag.topic, lag.partitions)
                     except Exception as exc:  # one unreadable group must not blank the others
                         log.debug("lag of %s on %s: %s", role, topic, exc)

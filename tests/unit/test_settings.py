@@ -49,3 +49,18 @@ def test_local_instances_default_to_one_per_core_group(monkeypatch: pytest.Monke
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     assert Settings().local_instances == 4  # capped: each instance holds its own weights and KV cache
     assert Settings.from_env({"SLUICE_LOCAL_CONCURRENCY": "3"}).local_instances == 3
+
+
+def test_consumer_group_per_role_or_one_per_worker() -> None:
+    from streams.one_group import other_mode_groups
+
+    per_role = Settings.from_env({"SLUICE_TOPIC_PREFIX": "x"})
+    single = Settings.from_env({"SLUICE_TOPIC_PREFIX": "x", "SLUICE_SINGLE_GROUP": "true"})
+    assert (per_role.group("local"), single.group("local"), single.group("meter")) == (
+        "x-local",
+        "x-worker",
+        "x-worker",
+    )
+    # The groups a worker must not run beside: the other mode's, for the same roles.
+    assert other_mode_groups(per_role, ["admit", "meter"]) == ["x-worker"]
+    assert other_mode_groups(single, ["admit", "meter"]) == ["x-admit", "x-meter"]
