@@ -94,9 +94,24 @@ def create_app(settings: Settings, role: str) -> faust.App:
         producer_linger=settings.producer_linger_s,
     )
     lost_event_guard.install(app, settings.lost_event_check_s)
+    without_faust_monitor(app)
     app.sluice_fetch = (settings.consumer_fetch_min_bytes, settings.consumer_fetch_max_wait_ms)
     fetch_batching()
     return app
+
+
+def without_faust_monitor(app: faust.App) -> None:
+    """Faust adds its Monitor sensor to every app at start: per-event timing and counters for Faust's web views,
+    which Sluice does not run (it has its own metrics, streams/ingress/metrics.py). Each consumed event called it
+    five times or more (a few per cent of a busy worker's CPU); the app's sensor set is left empty."""
+    original = app.on_init_dependencies
+
+    def on_init_dependencies() -> Any:
+        dependencies = original()
+        app.sensors.remove(app.monitor)
+        return dependencies
+
+    app.on_init_dependencies = on_init_dependencies
 
 
 def fetch_batching() -> None:

@@ -18,3 +18,9 @@ async def test_worker_consumers_take_the_fetch_batching_settings(tmp_path: Path)
         made[name] = app.consumer._thread._create_worker_consumer(app.transport)
     assert (made["tuned"]._fetch_min_bytes, made["tuned"]._fetch_max_wait_ms) == (4096, 20)
     assert (made["default"]._fetch_min_bytes, made["default"]._fetch_max_wait_ms) == (1, 1500)
+
+
+def test_worker_apps_run_without_fausts_monitor_sensor(tmp_path: Path) -> None:
+    app = create_app(Settings(kafka_bootstrap="127.0.0.1:1", data_dir=str(tmp_path), lost_event_check_s=0), "meter")
+    app.on_init_dependencies()  # where Faust adds its Monitor to the app's sensors
+    assert app.monitor not in set(app.sensors)
