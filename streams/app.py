@@ -92,6 +92,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
         broker_commit_interval=1.0,
         producer_linger=settings.producer_linger_s,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
     )
     lost_event_guard.install(app, settings.lost_event_check_s)
     without_faust_monitor(app)

@@ -53,6 +53,11 @@ class Settings:
     # Configuration gives measurements): how long the producer waits to fill a batch, and how much data a fetch
     # waits for on the broker (at most max_wait; Faust's defaults: 1 byte, 1500 ms).
     producer_linger_s: float = 0.001
+    # A producer's batch per partition (Faust's default: 16 KiB). A send to a full batch waits for the request in
+    # flight; Faust's table changelog writes go one at a time through such sends, and at 16 KiB a worker flooded
+    # with requests fell behind on them and stalled its streams (1-3 of 4 flat-out runs answered 100-280/s instead
+    # of ~1,000: bench/pipeline_bench.py --single-group).
+    producer_max_batch_bytes: int = 262_144
     consumer_fetch_min_bytes: int = 1
     consumer_fetch_max_wait_ms: int = 1500
     # Every this many seconds each app looks for an input event lost inside the process (see

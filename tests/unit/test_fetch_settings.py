@@ -24,3 +24,11 @@ def test_worker_apps_run_without_fausts_monitor_sensor(tmp_path: Path) -> None:
     app = create_app(Settings(kafka_bootstrap="127.0.0.1:1", data_dir=str(tmp_path), lost_event_check_s=0), "meter")
     app.on_init_dependencies()  # where Faust adds its Monitor to the app's sensors
     assert app.monitor not in set(app.sensors)
+
+
+def test_worker_producers_take_the_batch_size_setting(tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", data_dir=str(tmp_path), lost_event_check_s=0)
+    for size in (settings.producer_max_batch_bytes, 65_536):
+        app = create_app(settings.with_overrides(producer_max_batch_bytes=size, topic_prefix=f"b{size}"), "admit")
+        assert app.producer._settings_default()["max_batch_size"] == size
+    assert settings.producer_max_batch_bytes > 16_384  # Faust's default stalled a flooded worker
