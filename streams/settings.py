@@ -54,9 +54,9 @@ class Settings:
     # waits for on the broker (at most max_wait; Faust's defaults: 1 byte, 1500 ms).
     producer_linger_s: float = 0.001
     # A producer's batch per partition (Faust's default: 16 KiB). A send to a full batch waits for the request in
-    # flight; Faust's table changelog writes go one at a time through such sends, and at 16 KiB a worker flooded
-    # with requests fell behind on them and stalled its streams (1-3 of 4 flat-out runs answered 100-280/s instead
-    # of ~1,000: bench/pipeline_bench.py --single-group).
+    # flight; Faust's table changelog writes go one at a time through such sends, so a flooded worker fell behind
+    # on them and stalled its streams. In short flood runs (bench/pipeline_bench.py --single-group) 256 KiB
+    # stalled in 0 of 6 runs, 16 KiB in 2 of 3; a full run stalled once anyway (README, Benchmarks).
     producer_max_batch_bytes: int = 262_144
     consumer_fetch_min_bytes: int = 1
     consumer_fetch_max_wait_ms: int = 1500
