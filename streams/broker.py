@@ -237,13 +237,7 @@ def _wait(settings: Settings, deadline: float, proc: subprocess.Popen[bytes] | N
 
 
 async def _probe(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from streams.kafka_clients import admin_client
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap, request_timeout_ms=3000, **settings.kafka_client_options()
-    )
-    await admin.start()
-    try:
+    async with admin_client(settings, request_timeout_ms=3000) as admin:
         await admin.describe_cluster()
-    finally:
-        await admin.close()

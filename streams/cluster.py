@@ -182,31 +182,19 @@ class LocalCluster:
 
 async def broker_ids(settings: Settings) -> set[int]:
     """The node ids of the brokers the cluster currently reports."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from streams.kafka_clients import admin_client
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap, request_timeout_ms=5000, **settings.kafka_client_options()
-    )
-    await admin.start()
-    try:
+    async with admin_client(settings, request_timeout_ms=5000) as admin:
         meta = await admin.describe_cluster()
-    finally:
-        await admin.close()
     return {int(b["node_id"]) for b in meta.get("brokers", [])}
 
 
 async def partition_leaders(settings: Settings, topic: str) -> dict[int, int]:
     """partition → node id of its current leader (-1: none), from the admin client's describe_topics."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from streams.kafka_clients import admin_client
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap, request_timeout_ms=5000, **settings.kafka_client_options()
-    )
-    await admin.start()
-    try:
+    async with admin_client(settings, request_timeout_ms=5000) as admin:
         (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     return {int(p["partition"]): int(p["leader"]) for p in described["partitions"]}
 
 

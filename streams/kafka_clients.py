@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.settings import Settings
+
+
+@asynccontextmanager
+async def admin_client(settings: Settings, **options: Any) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client for the settings' cluster (``options``: more aiokafka options), closed on exit."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **options, **settings.kafka_client_options())
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
 
 
 def groupless_consumer(settings: Settings) -> AIOKafkaConsumer:

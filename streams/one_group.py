@@ -24,6 +24,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
+from streams.kafka_clients import admin_client
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,14 +80,8 @@ def other_mode_groups(settings: Settings, roles: list[str]) -> list[str]:
 
 async def live_groups(settings: Settings, groups: list[str]) -> list[str]:
     """Those of ``groups`` that have members now."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         described = await admin.describe_consumer_groups(groups)
-    finally:
-        await admin.close()
     live = []
     for response in described:
         for group in response.groups:

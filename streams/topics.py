@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streams.kafka_clients import admin_client
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,7 @@ def _replication_configs(settings: Settings) -> dict[str, str]:
 
 async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPICS) -> list[str]:
     """Create missing topics; returns the names created (existing ones are left as they are)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         existing = set(await admin.list_topics())
         wanted = [t for t in new_topics(settings, specs) if t.name not in existing]
         if not wanted:
@@ -149,8 +148,6 @@ async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = TOPIC
         log.info("created topics: %s", ", ".join(created))
         await _wait_for_leaders(admin, [t.name for t in wanted])
         return created
-    finally:
-        await admin.close()
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
@@ -172,19 +169,11 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeou
 
 async def partition_counts(settings: Settings, names: list[str]) -> dict[str, int]:
     """Partitions per topic (0 for a topic that does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         described = await admin.describe_topics(names)
-    finally:
-        await admin.close()
     return {d["topic"]: (len(d["partitions"]) if d["error_code"] == 0 else 0) for d in described}
 
 
 async def list_topics(settings: Settings) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_client_options())
-    await admin.start()
-    try:
+    async with admin_client(settings) as admin:
         return set(await admin.list_topics())
-    finally:
-        await admin.close()

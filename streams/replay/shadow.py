@@ -197,8 +197,7 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
 
 
 async def remove_shadow_topics(shadow: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
+    from streams.kafka_clients import admin_client
     from streams.topics import list_topics, topic_names
 
     existing = await list_topics(shadow)
@@ -207,9 +206,5 @@ async def remove_shadow_topics(shadow: Settings) -> None:
     names += [n for n in existing if n.startswith(prefix + "-") and n not in names]  # Faust's own leftovers
     if not names:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=shadow.bootstrap, **shadow.kafka_client_options())
-    await admin.start()
-    try:
+    async with admin_client(shadow) as admin:
         await admin.delete_topics(names)
-    finally:
-        await admin.close()
