@@ -69,7 +69,7 @@ def create_app(settings: Settings, role: str) -> faust.App:
     back_off_failed_metadata_updates()  # no busy loop while the broker is down
     quiet_library_debug(settings)
     idempotent_producers()
-    app_id = f"{settings.topic_prefix}-{role}"
+    app_id = settings.group(role)  # "worker" with SLUICE_SINGLE_GROUP (streams/roles.py)
     datadir = Path(settings.data_dir) / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(

@@ -24,7 +24,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 _WAIT_FIRST = re.compile(r"await self\.wait_first\(\s*callback\(message\),\s*self\.suspend_flow\.wait\(\)\s*\)")
 _applied = False
-YIELD_EVERY = 100
 
 
 def cannot_block(consumer: Any, message: Any) -> bool:
@@ -36,8 +35,6 @@ def cannot_block(consumer: Any, message: Any) -> bool:
     if buffer.size > buffer.max_messages:
         return False
     channels = app.topics._tp_index.get(message.tp) or ()
-    # Below half the pressure mark, not merely "not full": a busy stream's buffer is left to Faust's way, which
-    # yields to the agents between records.
     return not any(channel.queue.full() for channel in channels)
 
 
@@ -57,10 +54,7 @@ def apply() -> bool:
 
     source = textwrap.dedent(inspect.getsource(module.Consumer._drain_messages))
     patched, count = _WAIT_FIRST.subn("await _sluice_deliver(self, callback, message)", source)
-    # Faust yields to the event loop every 100 records; its per-record tasks yielded at every one. A direct
-    # delivery does not, so the loop yields every YIELD_EVERY records for the agents to take them.
-    patched, yields = re.subn(r"yield_every = 100\b", f"yield_every = {YIELD_EVERY}", patched)
-    if count != 1 or yields != 1:
+    if count != 1:
         log.warning("faust's Consumer._drain_messages changed: the delivery fast path was not applied")
         return False
     namespace: dict[str, Any] = {}

@@ -73,9 +73,8 @@ def _name_changelogs_by_role() -> None:
 
 def other_mode_groups(settings: Settings, roles: list[str]) -> list[str]:
     """The groups that would read the same topics as this worker in the other mode."""
-    if settings.single_group:
-        return [f"{settings.topic_prefix}-{role}" for role in roles]
-    return [f"{settings.topic_prefix}-worker"]
+    other = settings.with_overrides(single_group=not settings.single_group)
+    return list(dict.fromkeys(other.group(role) for role in roles))
 
 
 async def live_groups(settings: Settings, groups: list[str]) -> list[str]:

@@ -67,7 +67,7 @@ class Settings:
     lost_event_check_s: float = 2.0
     # One Faust app (one consumer group, ``<prefix>-worker``, one consumer and one producer) per worker process
     # for all its roles, instead of one per role. Every worker process of the deployment must then run the same
-    # roles; it saves a quarter of a worker's CPU per exact hit (README, Configuration). See streams/one_group.py.
+    # roles; about a fifth less CPU per exact hit (README, Benchmarks). See streams/one_group.py.
     single_group: bool = False
 
     data_dir: str = field(default_factory=_default_data_dir)
