@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from streams import drain_fast_path, faust_patches, lost_event_guard
+from streams import drain_fast_path, faust_patches, lost_event_guard, producer_fast_path
 from streams.kafka_clients import back_off_failed_metadata_updates
 from streams.settings import Settings
 
@@ -66,6 +66,7 @@ def quiet_library_debug(settings: Settings) -> None:
 def create_app(settings: Settings, role: str) -> faust.App:
     faust_patches.apply()  # skipped events must not be acked (see streams/faust_patches.py)
     drain_fast_path.apply()  # no tasks per fetched record when its delivery cannot block
+    producer_fast_path.apply()  # no task per message Faust publishes (table changelog writes)
     back_off_failed_metadata_updates()  # no busy loop while the broker is down
     quiet_library_debug(settings)
     idempotent_producers()

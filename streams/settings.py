@@ -54,9 +54,8 @@ class Settings:
     # waits for on the broker (at most max_wait; Faust's defaults: 1 byte, 1500 ms).
     producer_linger_s: float = 0.001
     # A producer's batch per partition (Faust's default: 16 KiB). A send to a full batch waits for the request in
-    # flight; Faust's table changelog writes go one at a time through such sends, so a flooded worker fell behind
-    # on them and stalled its streams. In short flood runs (bench/pipeline_bench.py --single-group) 256 KiB
-    # stalled in 0 of 6 runs, 16 KiB in 2 of 3; a full run stalled once anyway (README, Benchmarks).
+    # flight, a whole round trip; at 256 KiB a flooded one-group worker filled none (bench/pipeline_bench.py
+    # --single-group, counted with a wrapper around aiokafka's batch drain).
     producer_max_batch_bytes: int = 262_144
     consumer_fetch_min_bytes: int = 1
     consumer_fetch_max_wait_ms: int = 1500
@@ -142,14 +141,11 @@ class Settings:
     budget_dedup_horizon_s: float = 21_600.0
     budget_row_ids: int = 16
 
-    # Metering: how often running cost aggregates go to sluice.costs; responses metered per broker round trip,
-    # and how long the meter waits to fill a batch.
+    # Metering: how often running cost aggregates go to sluice.costs.
     costs_interval_s: float = 10.0
-    meter_batch: int = 1
     # How long the meter's ledger remembers a metered request id (redeliveries within it are counted once); older
     # entries are rolled up into per-partition totals and dropped (0: never). See streams/stages/meter_horizon.py.
     meter_dedup_horizon_s: float = 21_600.0
-    meter_batch_wait_s: float = 0.005
 
     # How long ``sluice submit`` and the client wait for a reply.
     reply_timeout_s: float = 120.0

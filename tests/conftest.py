@@ -59,7 +59,5 @@ def settings_env(settings: Settings) -> dict[str, str]:
         SLUICE_LOCAL_CONCURRENCY="1",
         # SLUICE_TEST_WORKER_LOG_LEVEL=info (with DEVLOG=1 for Faust's own) when a subprocess's log must tell more
         SLUICE_LOG_LEVEL=os.environ.get("SLUICE_TEST_WORKER_LOG_LEVEL", "warning"),
-        # SLUICE_TEST_METER_BATCH=500 runs the suite's meters with batched acknowledgements (opt-in in production)
-        SLUICE_METER_BATCH=os.environ.get("SLUICE_TEST_METER_BATCH", "1"),
     )
     return env

@@ -35,10 +35,15 @@ async def emit(app: faust.App, messages: Iterable[Outgoing]) -> None:
         await producer.send(m.topic, m.value, key=m.key)
 
 
+async def emit_unacked(app: faust.App, messages: Iterable[Outgoing]) -> list[asyncio.Future[Any]]:
+    """Send all messages; the futures resolve when Kafka has them (see streams/agents/ack_pipeline.py)."""
+    producer = _kafka_producer(app)
+    return [await producer.send(m.topic, m.value, key=m.key) for m in messages]
+
+
 async def emit_acked(app: faust.App, messages: Iterable[Outgoing]) -> None:
     """Send all messages, then wait until Kafka has them."""
-    producer = _kafka_producer(app)
-    futures = [await producer.send(m.topic, m.value, key=m.key) for m in messages]
+    futures = await emit_unacked(app, messages)
     if futures:
         await asyncio.gather(*futures)
 

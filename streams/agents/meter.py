@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 import faust
 from faust.streams import _current_event
 
 from schemas.records import now_ms
-from streams.agents.emit import emit, emit_acked, source_of
+from streams.agents.ack_pipeline import AckPipeline
+from streams.agents.emit import emit, emit_unacked, source_of
 from streams.app import raw_topic
 from streams.policy.token_count import count_tokens
 from streams.settings import Settings
-from streams.stages.meter import MeterStage
+from streams.stages.meter import Billing, MeterStage
 from streams.tiers import DEFAULT_TIERS_PATH, TierConfigWatcher
 
-
-def make_current(events: Sequence[faust.EventT], index: int) -> None:
-    """Make ``events[index]`` the current event of *this task*: Faust writes a table key to the changelog partition of
-    the current event, and after ``take_events`` there is none. Only the context variable is set: the stream's
-    ``current_event`` attribute belongs to the task that fills the take buffer (setting it loses events)."""
-    _current_event.set(weakref.ref(events[index]))
+IN_FLIGHT = 2048  # responses billed and awaiting the broker's acknowledgement before the agent waits
 
 
 def register(app: faust.App, settings: Settings) -> MeterStage:
@@ -39,18 +33,29 @@ def register(app: faust.App, settings: Settings) -> MeterStage:
     rollups: Any = app.Table("rollup", default=None, partitions=settings.partitions)
     stage = MeterStage(settings, ledger, lambda: watcher.current().frontier, count_tokens, rollups)
 
-    send = partial(emit_acked, app)
-
     @app.agent(raw_topic(app, settings.topic("responses")), name="meter")
     async def meter_agent(stream: faust.StreamT) -> None:
-        if settings.meter_batch <= 1:
-            async for event in stream.events():
-                await stage.handle(event.value, source_of(event), send)
-            return
-        # Opt-in batches: one broker acknowledgement covers every usage record of a batch (MeterStage.handle_batch).
-        async for events in stream.take_events(settings.meter_batch, within=settings.meter_batch_wait_s):
-            batch = [(e.value, source_of(e)) for e in events]
-            await stage.handle_batch(batch, send, partial(make_current, events))
+        # Manual acks: a response is acked (its offset may be committed) only once its usage record is on the
+        # broker and its id is in the ledger; the agent does not wait for that (streams/agents/ack_pipeline.py).
+        manual = stream.noack()
+        try:
+            async with AckPipeline(IN_FLIGHT) as pipeline:
+                async for event in manual.events():
+                    billing = stage.prepare([(event.value, source_of(event))])
+                    futures = await emit_unacked(app, billing.out)
+                    await pipeline.submit(futures, _finisher(manual, event, billing))
+        finally:
+            stage.forget_pending()
+
+    def _finisher(manual: faust.StreamT, event: faust.EventT, billing: Billing) -> Any:
+        async def finish() -> None:
+            # The ledger write goes to the changelog partition of the current event: make it this one (the
+            # pipeline's task has none of its own).
+            _current_event.set(weakref.ref(event))
+            stage.record(billing)
+            await manual.ack(event)
+
+        return finish
 
     @app.timer(settings.costs_interval_s)
     async def publish_costs() -> None:

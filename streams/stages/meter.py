@@ -12,6 +12,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.parse import InvalidMessage, parse_response
@@ -26,20 +27,23 @@ from streams.stages.outgoing import Outgoing, Source, dead_letter
 Send = Callable[[list[Outgoing]], Awaitable[None]]  # publish and wait for the broker's acknowledgement
 DIMENSIONS = ("tenant", "session", "tier", "feature", "model")
 WINDOW_MS = 60_000
-KEEP_WINDOWS = 60
 
 
 class Aggregates:
     """Running totals and tumbling 1-minute windows per dimension value (this process's partitions).
 
-    ``dirty``: the running keys changed since the last snapshot (only those are re-published). Sessions are
-    forgotten once idle past the ledger horizon (see meter_horizon.py), so the running totals stay bounded."""
+    ``dirty`` and ``dirty_windows``: the keys changed since the last snapshot (only those are re-published).
+    Sessions are forgotten once idle past the ledger horizon (see meter_horizon.py), so the running totals stay
+    bounded; windows are kept for the newest window start seen and the one before it (the ones a snapshot can
+    still change), so they stay bounded by the traffic of two minutes."""
 
     def __init__(self) -> None:
         self.running: dict[tuple[str, str], Totals] = {}
         self.windows: dict[tuple[str, str, int], Totals] = {}
         self.overall = Totals()
         self.dirty: set[tuple[str, str]] = set()
+        self.dirty_windows: set[tuple[str, str, int]] = set()
+        self.newest_window = 0
         self.session_seen: dict[str, int] = {}
 
     def add(self, usage: dict[str, Any]) -> None:
@@ -47,16 +51,24 @@ class Aggregates:
         self.overall.add_usage(usage, busy_ms=busy)
         created = int(usage.get("created_at") or now_ms())
         window = window_start(created, WINDOW_MS)
+        if window > self.newest_window:
+            self._advance(window)
         for key in group_keys(usage, DIMENSIONS):
             self.running.setdefault(key, Totals()).add_usage(usage, busy_ms=busy)
             self.dirty.add(key)
-            self.windows.setdefault((*key, window), Totals()).add_usage(usage, busy_ms=busy)
+            window_key = (*key, window)
+            self.windows.setdefault(window_key, Totals()).add_usage(usage, busy_ms=busy)
+            self.dirty_windows.add(window_key)
         session = usage.get("session")
         if session:
             self.session_seen[str(session)] = max(self.session_seen.get(str(session), 0), created)
-        if len(self.windows) > KEEP_WINDOWS * 64:
-            oldest = window - KEEP_WINDOWS * WINDOW_MS
-            self.windows = {k: v for k, v in self.windows.items() if k[2] >= oldest}
+
+    def _advance(self, window: int) -> None:
+        """A new newest window: drop windows older than the one before it (once a minute, not per record; a late
+        record for an older window opens it again, and the next advance drops it)."""
+        self.newest_window = window
+        oldest = window - WINDOW_MS
+        self.windows = {k: v for k, v in self.windows.items() if k[2] >= oldest}
 
     def add_rollup(self, rollup: Rollup) -> None:
         self.overall.merge(rollup.overall)
@@ -70,6 +82,15 @@ class Aggregates:
                 del self.session_seen[session]
                 self.running.pop(("session", session), None)
                 self.dirty.discard(("session", session))
+
+
+@dataclass
+class Billing:
+    """A batch between :meth:`MeterStage.prepare` and :meth:`MeterStage.record`."""
+
+    batch: list[tuple[bytes, Source]]
+    out: list[Outgoing] = field(default_factory=list)
+    counted: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # id -> (batch index, usage)
 
 
 class MeterStage:
@@ -92,10 +113,12 @@ class MeterStage:
         self.trail = DecisionTrail(settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}"
         self.started_ms = now_ms()
+        self._pending: set[str] = set()  # ids prepared and not yet recorded
 
     def rebuild(self) -> None:
         """Recompute the aggregates from the rollups and the ledger (after table recovery)."""
         self.aggregates = Aggregates()
+        self.forget_pending()
         for rollup in self.horizon.all_rollups():
             self.aggregates.add_rollup(rollup)
         self.horizon.reindex()
@@ -110,42 +133,58 @@ class MeterStage:
     async def handle_batch(
         self, batch: list[tuple[bytes, Source]], send: Send, enter: Callable[[int], None] | None = None
     ) -> None:
-        """Publish the batch's usage records and wait for Kafka to have them all, *then* record the ids in the
-        ledger: a crash in between re-publishes them (consumers dedup by id), while the opposite order could lose
-        them. One acknowledgement per batch instead of one per response is what lets the meter keep up.
+        """Publish the batch's usage records, wait for Kafka to have them all, *then* record the ids in the
+        ledger (:meth:`prepare`, then :meth:`record`)."""
+        billing = self.prepare(batch)
+        if billing.out:
+            await send(billing.out)
+        self.record(billing, enter)
 
-        ``enter(i)`` runs before the ledger write for ``batch[i]``: a changelog-backed ledger writes each id to
-        the changelog partition of the message it came from, so the agent makes that message the current one."""
-        out: list[Outgoing] = []
-        counted: dict[str, tuple[int, dict[str, Any]]] = {}  # request id -> (batch index, usage), arrival order
+    def forget_pending(self) -> None:
+        """Drop the prepared ids not recorded (their events were never acked, so Kafka delivers them again)."""
+        self._pending.clear()
+
+    def prepare(self, batch: list[tuple[bytes, Source]]) -> Billing:
+        """The usage records (and dead letters, decisions) for ``batch``, whose ids stay pending until
+        :meth:`record`. The caller publishes ``out`` and waits for the acknowledgement before recording: a crash
+        in between re-publishes them (consumers dedup by id), while the opposite order could lose them. A copy of
+        a pending id (a redelivery that overtook the first) is dropped here like a copy of a recorded one."""
+        billing = Billing(batch)
         for index, (raw, source) in enumerate(batch):
             try:
                 response = parse_response(raw)
             except InvalidMessage as exc:
                 self.counts[f"deadletter:{exc.reason}"] += 1
-                out.append(dead_letter(self.settings.topic("deadletter"), raw, source, exc))
+                billing.out.append(dead_letter(self.settings.topic("deadletter"), raw, source, exc))
                 continue
-            if response.id in counted or response.id in self.ledger:
+            if response.id in self._pending or response.id in self.ledger:
                 self.counts["duplicate"] += 1
                 continue
             usage = self.usage_of(response)
-            counted[response.id] = (index, usage)
-            out.append(Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage)))
-            out += self.trail.final(response, usage)
-        if not out:
-            return
-        await send(out)
+            self._pending.add(response.id)
+            billing.counted[response.id] = (index, usage)
+            billing.out.append(Outgoing(self.settings.topic("usage"), response.session.encode(), dumps(usage)))
+            billing.out += self.trail.final(response, usage)
+        return billing
+
+    def record(self, billing: Billing, enter: Callable[[int], None] | None = None) -> None:
+        """Write the billed ids to the ledger and the aggregates (after Kafka acknowledged ``billing.out``).
+
+        ``enter(i)`` runs before the ledger write for ``batch[i]``: a changelog-backed ledger writes each id to
+        the changelog partition of the message it came from, so the agent makes that message the current one."""
+        batch = billing.batch
         last_of: dict[int, int] = {}  # partition -> index of its last message in the batch
-        for request_id, (index, usage) in counted.items():
+        for request_id, (index, usage) in billing.counted.items():
             if enter is not None:
                 enter(index)
             partition = batch[index][1].partition
             entry = self.horizon.stamp(usage, partition)
             self.ledger[request_id] = entry
+            self._pending.discard(request_id)
             self.horizon.counted(request_id, entry)
             self.aggregates.add(usage)
             last_of[partition] = index
-        self.counts["counted"] += len(counted)
+        self.counts["counted"] += len(billing.counted)
         for partition, index in last_of.items():
             if self.horizon.due(partition):
                 if enter is not None:
@@ -182,20 +221,21 @@ class MeterStage:
         return usage
 
     def snapshot(self, now: int) -> list[Outgoing]:
-        """``sluice.costs`` records: overall, the running totals changed since the last snapshot, and the current
-        and just-closed window per dimension value."""
+        """``sluice.costs`` records: overall, and the running totals and windows changed since the last snapshot
+        (the topic is keyed per dimension value and window, so a compacted read holds the latest of each)."""
         topic = self.settings.topic("costs")
         wall = max(1, now - self.started_ms)
         out = [self._cost(topic, "all", "all", None, self.aggregates.overall, now, wall)]
-        current = window_start(now, WINDOW_MS)
         for dim, value in sorted(self.aggregates.dirty):  # unchanged running totals were published already
             totals = self.aggregates.running.get((dim, value))
             if totals is not None:
                 out.append(self._cost(topic, dim, value, None, totals, now, wall))
         self.aggregates.dirty.clear()
-        for (dim, value, window), totals in self.aggregates.windows.items():
-            if window >= current - WINDOW_MS:  # the current and the just-closed window
+        for dim, value, window in sorted(self.aggregates.dirty_windows):
+            totals = self.aggregates.windows.get((dim, value, window))
+            if totals is not None:
                 out.append(self._cost(topic, dim, value, window, totals, now, WINDOW_MS))
+        self.aggregates.dirty_windows.clear()
         return out
 
     def _cost(
