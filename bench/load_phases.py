@@ -47,7 +47,19 @@ async def phase(one: One, seconds: float, drain_s: float, rate: float = math.inf
     out.update(sent=len(tasks), achieved_send_per_s=round(len(tasks) / send_s, 1), answered=len(recs))
     out.update(answered_ok=sum(r[2] for r in recs), answered_per_s=round(len(recs) / max(last - t0, 1e-9), 1))
     out.update(answered_in_window_per_s=round(sum(r[0] <= t0 + seconds for r in recs) / seconds, 1))
+    out["p99_ms_by_second"] = _p99_by_second(recs, t0, seconds)
     return {**out, **{f"p{q}_ms": round(float(np.percentile(lat, q)) * 1000, 2) if lat else None for q in (50, 99)}}
+
+
+def _p99_by_second(recs: list[Record], t0: float, seconds: float) -> list[float | None]:
+    """p99 of the requests sent in each second of the phase: a tail that is a start-up backlog or a periodic
+    pause shows where it is, which one p99 over the phase hides."""
+    by: list[list[float]] = [[] for _ in range(max(1, math.ceil(seconds)))]
+    for done, latency, _ in recs:
+        second = int(done - latency - t0)
+        if 0 <= second < len(by):
+            by[second].append(latency)
+    return [round(float(np.percentile(b, 99)) * 1000, 1) if b else None for b in by]
 
 
 def memory(pid: int) -> dict[str, Any]:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import faust
 
+from streams import gc_policy
 from streams.agents import admit, cache, cloud_worker, local_worker, meter
 from streams.app import create_app
 from streams.one_group import RoleView, check_no_mixed_modes
 from streams.settings import Settings
 from streams.stages.shortcut import ExactShortcut
+from workers.local import gil_interval
 
 Register = Callable[[faust.App, Settings], Any]
 
@@ -62,12 +62,11 @@ def run_worker(settings: Settings, roles: list[str]) -> None:
         check_loop.close()
     apps = build_apps(settings, roles)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    freeze_startup_objects()
-    # Python threads share one GIL: Faust runs a consumer thread per role beside the event loop, and the model
-    # thread re-takes the GIL after every llama.cpp call (several per token). At the default 5 ms interval a
-    # thread asking for the GIL can wait that long each time: a generation in the worker ran at 0.4x the bare
-    # model's speed. A shorter interval lets it back in sooner (bench/local_bench.py).
-    sys.setswitchinterval(settings.gil_switch_interval_s)
+    gc_policy.freeze_startup_objects()
+    if settings.gc_freeze_survivors:
+        gc_policy.freeze_survivors(settings.gc_sweep_interval_s)
+    # A short GIL switch interval while a local model generates (workers/local/gil_interval.py).
+    gil_interval.configure(settings.gil_switch_interval_s)
     worker = _Worker(
         *apps,
         loglevel=settings.log_level.upper(),
@@ -88,11 +87,3 @@ class _Worker(faust.Worker):
     async def on_start(self) -> None:
         await super().on_start()
         await asyncio.gather(*(child.maybe_start() for child in self._children if child is not None))
-
-
-def freeze_startup_objects() -> None:
-    """Move everything imported and built so far (Faust, aiokafka, numpy, onnxruntime, qdrant modules: a few
-    hundred thousand objects) out of the garbage collector's reach: otherwise every full collection walks them
-    all while the event loop waits, a 100+ ms stall under load. Per-message garbage is still collected."""
-    gc.collect()
-    gc.freeze()

@@ -93,8 +93,13 @@ class Settings:
     local_n_gpu_layers: int = 0
     local_seed: int = 0
     local_temperature: float = 0.0
-    # sys.setswitchinterval in worker processes (streams/roles.py); Python's default is 0.005.
+    # sys.setswitchinterval while a local model generates (workers/local/gil_interval.py); otherwise 0.005.
     gil_switch_interval_s: float = 0.0002
+    # Freeze what each full garbage collection found reachable, so the next walks only newer objects (100-190 ms
+    # pauses every few seconds without, as tables grow); every gc_sweep_interval_s all are walked once more to
+    # free reference cycles formed among frozen objects (streams/gc_policy.py).
+    gc_freeze_survivors: bool = True
+    gc_sweep_interval_s: float = 1800.0
 
     # Cache (exact + semantic). Thresholds per tenant/route: SLUICE_CACHE_POLICY_FILE (YAML), see README.
     cache_enabled: bool = True

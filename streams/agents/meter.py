@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
+from itertools import islice
 from typing import Any
 
 import faust
@@ -18,6 +20,7 @@ from streams.stages.meter import Billing, MeterStage
 from streams.tiers import DEFAULT_TIERS_PATH, TierConfigWatcher
 
 IN_FLIGHT = 2048  # responses billed and awaiting the broker's acknowledgement before the agent waits
+COSTS_CHUNK = 256
 
 
 def register(app: faust.App, settings: Settings) -> MeterStage:
@@ -59,6 +62,14 @@ def register(app: faust.App, settings: Settings) -> MeterStage:
 
     @app.timer(settings.costs_interval_s)
     async def publish_costs() -> None:
-        await emit(app, stage.snapshot(now_ms()))
+        # With a session per request a snapshot holds thousands of totals. Sent at once (0.13 s of CPU for 10,000
+        # sessions, plus the sends), it delayed every answer in that second by 0.2-0.4 s (bench/pipeline_bench.py
+        # p99 per second); spread over half the interval, it is a steady few per cent.
+        chunks = max(1, stage.changed_totals() // COSTS_CHUNK)
+        gap_s = settings.costs_interval_s / 2 / chunks
+        records = stage.snapshot_records(now_ms())
+        while chunk := list(islice(records, COSTS_CHUNK)):
+            await emit(app, chunk)
+            await asyncio.sleep(gap_s)
 
     return stage

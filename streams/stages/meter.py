@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,16 +26,20 @@ from streams.stages.outgoing import Outgoing, Source, dead_letter
 
 Send = Callable[[list[Outgoing]], Awaitable[None]]  # publish and wait for the broker's acknowledgement
 DIMENSIONS = ("tenant", "session", "tier", "feature", "model")
+# Per-minute windows for the dimensions a dashboard plots over time. Not per session: with a session per request
+# they were one more record per request in every snapshot (running totals per session are kept and published).
+WINDOW_DIMENSIONS = frozenset(DIMENSIONS) - {"session"}
 WINDOW_MS = 60_000
 
 
 class Aggregates:
-    """Running totals and tumbling 1-minute windows per dimension value (this process's partitions).
+    """Running totals per dimension value and tumbling 1-minute windows per ``WINDOW_DIMENSIONS`` value (this
+    process's partitions).
 
     ``dirty`` and ``dirty_windows``: the keys changed since the last snapshot (only those are re-published).
     Sessions are forgotten once idle past the ledger horizon (see meter_horizon.py), so the running totals stay
     bounded; windows are kept for the newest window start seen and the one before it (the ones a snapshot can
-    still change), so they stay bounded by the traffic of two minutes."""
+    still change)."""
 
     def __init__(self) -> None:
         self.running: dict[tuple[str, str], Totals] = {}
@@ -56,9 +60,10 @@ class Aggregates:
         for key in group_keys(usage, DIMENSIONS):
             self.running.setdefault(key, Totals()).add_usage(usage, busy_ms=busy)
             self.dirty.add(key)
-            window_key = (*key, window)
-            self.windows.setdefault(window_key, Totals()).add_usage(usage, busy_ms=busy)
-            self.dirty_windows.add(window_key)
+            if key[0] in WINDOW_DIMENSIONS:
+                window_key = (*key, window)
+                self.windows.setdefault(window_key, Totals()).add_usage(usage, busy_ms=busy)
+                self.dirty_windows.add(window_key)
         session = usage.get("session")
         if session:
             self.session_seen[str(session)] = max(self.session_seen.get(str(session), 0), created)
@@ -221,22 +226,33 @@ class MeterStage:
         return usage
 
     def snapshot(self, now: int) -> list[Outgoing]:
+        """All of :meth:`snapshot_records` at once."""
+        return list(self.snapshot_records(now))
+
+    def changed_totals(self) -> int:
+        """How many totals and windows the next snapshot will send."""
+        return len(self.aggregates.dirty) + len(self.aggregates.dirty_windows)
+
+    def snapshot_records(self, now: int) -> Iterator[Outgoing]:
         """``sluice.costs`` records: overall, and the running totals and windows changed since the last snapshot
-        (the topic is keyed per dimension value and window, so a compacted read holds the latest of each)."""
+        (the topic is keyed per dimension value and window, so a compacted read holds the latest of each).
+
+        Lazy, so the caller can spread thousands of sessions' totals over time; the changed keys are taken at the
+        first record, and a key that changes meanwhile is sent again next time."""
+        aggregates = self.aggregates
+        dirty, aggregates.dirty = sorted(aggregates.dirty), set()
+        dirty_windows, aggregates.dirty_windows = sorted(aggregates.dirty_windows), set()
         topic = self.settings.topic("costs")
         wall = max(1, now - self.started_ms)
-        out = [self._cost(topic, "all", "all", None, self.aggregates.overall, now, wall)]
-        for dim, value in sorted(self.aggregates.dirty):  # unchanged running totals were published already
-            totals = self.aggregates.running.get((dim, value))
+        yield self._cost(topic, "all", "all", None, aggregates.overall, now, wall)
+        for dim, value in dirty:
+            totals = aggregates.running.get((dim, value))
             if totals is not None:
-                out.append(self._cost(topic, dim, value, None, totals, now, wall))
-        self.aggregates.dirty.clear()
-        for dim, value, window in sorted(self.aggregates.dirty_windows):
-            totals = self.aggregates.windows.get((dim, value, window))
+                yield self._cost(topic, dim, value, None, totals, now, wall)
+        for dim, value, window in dirty_windows:
+            totals = aggregates.windows.get((dim, value, window))
             if totals is not None:
-                out.append(self._cost(topic, dim, value, window, totals, now, WINDOW_MS))
-        self.aggregates.dirty_windows.clear()
-        return out
+                yield self._cost(topic, dim, value, window, totals, now, WINDOW_MS)
 
     def _cost(
         self, topic: str, dim: str, value: str, window: int | None, totals: Totals, now: int, wall: int

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from schemas.records import Message
 from workers.errors import ModelCrashed
+from workers.local import gil_interval
 from workers.ports import Completion, LocalModel, StreamingLocalModel
 
 
@@ -99,7 +100,8 @@ class ModelPool:
             model = await self._acquire(priority)
             started = time.monotonic()
             try:
-                return await loop.run_in_executor(self._executor, model.generate, messages, max_tokens)
+                with gil_interval.generating():
+                    return await loop.run_in_executor(self._executor, model.generate, messages, max_tokens)
             except ModelCrashed:
                 attempt += 1
                 if attempt > retries:
@@ -149,6 +151,7 @@ class ModelPool:
 
             started = time.monotonic()
             future = loop.run_in_executor(self._executor, run)
+            future.add_done_callback(gil_interval.hold_until_done())
             try:
                 done = False
                 while not done:
