@@ -27,12 +27,21 @@ from streams.broker import LocalBroker  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+QUICK_PIPELINE = ["--loads", "100,500", "--seconds", "3", "--drain", "5", "--sustain", "1000", "--sustain-seconds", "3"]
 # name -> (script, full-size arguments, quick arguments, needs a broker)
 BENCHES: dict[str, tuple[str, list[str], list[str], bool]] = {
     "pipeline": (
         "pipeline_bench.py",
         [],
-        ["--loads", "100,500", "--seconds", "3", "--drain", "5", "--sustain", "1000", "--sustain-seconds", "3"],
+        QUICK_PIPELINE,
+        True,
+    ),
+    # The same worker with SLUICE_SINGLE_GROUP (one consumer group for all its roles): the one-process
+    # targets are also read from it.
+    "pipeline-single-group": (
+        "pipeline_bench.py",
+        ["--single-group"],
+        ["--single-group", *QUICK_PIPELINE],
         True,
     ),
     "cache": ("cache_bench.py", [], ["--n", "300", "--preload", "2000"], False),
@@ -48,6 +57,30 @@ TARGETS: list[tuple[str, str, tuple[str, ...], float, bool, str]] = [
     (
         "sustained exact hits, one worker",
         "pipeline",
+        ("targets", "sustained_per_s_one_worker", "value"),
+        1000,
+        True,
+        "req/s",
+    ),
+    (
+        "exact-hit p50 at 500 req/s, one group",
+        "pipeline-single-group",
+        ("targets", "exact_hit_p50_ms_at_500", "value"),
+        10,
+        False,
+        "ms",
+    ),
+    (
+        "exact-hit p99 at 500 req/s, one group",
+        "pipeline-single-group",
+        ("targets", "exact_hit_p99_ms_at_500", "value"),
+        50,
+        False,
+        "ms",
+    ),
+    (
+        "sustained exact hits, one worker, one group",
+        "pipeline-single-group",
         ("targets", "sustained_per_s_one_worker", "value"),
         1000,
         True,
@@ -92,7 +125,7 @@ def run_bench(name: str, quick: bool, env: dict[str, str], log_dir: Path) -> dic
     script, full, small = BENCHES[name][:3]
     out = log_dir / f"{name}.json"
     cmd = [sys.executable, str(REPO / "bench" / script), *(small if quick else full), "--json"]
-    if name in ("pipeline", "local", "memory", "restart"):
+    if name in ("pipeline", "pipeline-single-group", "local", "memory", "restart"):
         cmd += ["--out", str(out)]  # the full-size results in bench/results are kept unless this is a full run
     print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     t0 = time.monotonic()
