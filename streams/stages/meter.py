@@ -135,15 +135,13 @@ class MeterStage:
         """One response (see :meth:`handle_batch`)."""
         await self.handle_batch([(raw, source)], send)
 
-    async def handle_batch(
-        self, batch: list[tuple[bytes, Source]], send: Send, enter: Callable[[int], None] | None = None
-    ) -> None:
+    async def handle_batch(self, batch: list[tuple[bytes, Source]], send: Send) -> None:
         """Publish the batch's usage records, wait for Kafka to have them all, *then* record the ids in the
         ledger (:meth:`prepare`, then :meth:`record`)."""
         billing = self.prepare(batch)
         if billing.out:
             await send(billing.out)
-        self.record(billing, enter)
+        self.record(billing)
 
     def forget_pending(self) -> None:
         """Drop the prepared ids not recorded (their events were never acked, so Kafka delivers them again)."""
@@ -172,28 +170,24 @@ class MeterStage:
             billing.out += self.trail.final(response, usage)
         return billing
 
-    def record(self, billing: Billing, enter: Callable[[int], None] | None = None) -> None:
+    def record(self, billing: Billing) -> None:
         """Write the billed ids to the ledger and the aggregates (after Kafka acknowledged ``billing.out``).
 
-        ``enter(i)`` runs before the ledger write for ``batch[i]``: a changelog-backed ledger writes each id to
-        the changelog partition of the message it came from, so the agent makes that message the current one."""
+        A changelog-backed ledger writes to the changelog partition of the current event: the agent makes the
+        response being recorded the current one (streams/agents/meter.py)."""
         batch = billing.batch
-        last_of: dict[int, int] = {}  # partition -> index of its last message in the batch
+        partitions: set[int] = set()
         for request_id, (index, usage) in billing.counted.items():
-            if enter is not None:
-                enter(index)
             partition = batch[index][1].partition
             entry = self.horizon.stamp(usage, partition)
             self.ledger[request_id] = entry
             self._pending.discard(request_id)
             self.horizon.counted(request_id, entry)
             self.aggregates.add(usage)
-            last_of[partition] = index
+            partitions.add(partition)
         self.counts["counted"] += len(billing.counted)
-        for partition, index in last_of.items():
+        for partition in partitions:
             if self.horizon.due(partition):
-                if enter is not None:
-                    enter(index)  # the rollup and deletions go to this partition's changelog
                 self.counts["pruned"] += self.horizon.prune(partition)
                 self.aggregates.forget_sessions(self.horizon.cutoff(partition))
 
