@@ -48,6 +48,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str], bool]] = {
     "vector_store": ("vector_store_bench.py", [], ["--large", "20000", "--queries", "50"], False),
     "local": ("local_bench.py", [], ["--requests", "2", "--rounds", "1", "--max-tokens", "48"], True),
     "memory": ("memory_bench.py", [], ["--entries", "10000"], False),
+    "state": ("state_bench.py", [], ["--horizon-s", "20"], False),
     "restart": ("restart_bench.py", [], ["--backlog", "100"], True),
 }
 # The targets: (name, bench, how to read the value, goal, at least?, unit)
@@ -96,6 +97,11 @@ TARGETS: list[tuple[str, str, tuple[str, ...], float, bool, str]] = [
         "",
     ),
     ("all-roles process resident (models loaded)", "*rss", (), 1.5e9, False, "B"),
+    # The same process after running at 500 req/s with a new session per request until its state stops growing:
+    # projected, the measured resident size plus the per-request state bench/state_bench.py measured at that rate.
+    ("all-roles resident at 500 req/s, steady state (projected)", "*steady", (), 1.5e9, False, "B"),
+    ("meter ledger stops growing (rows after 3 horizons / 2)", "state", ("meter", "plateau"), 1.1, False, ""),
+    ("admit sessions stop growing (rows after 3 windows / 2)", "state", ("admit", "plateau"), 1.1, False, ""),
     (
         "cached entry, resident, beyond response text",
         "memory",
@@ -125,7 +131,7 @@ def run_bench(name: str, quick: bool, env: dict[str, str], log_dir: Path) -> dic
     script, full, small = BENCHES[name][:3]
     out = log_dir / f"{name}.json"
     cmd = [sys.executable, str(REPO / "bench" / script), *(small if quick else full), "--json"]
-    if name in ("pipeline", "pipeline-single-group", "local", "memory", "restart"):
+    if name in ("pipeline", "pipeline-single-group", "local", "memory", "restart", "state"):
         cmd += ["--out", str(out)]  # the full-size results in bench/results are kept unless this is a full run
     print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     t0 = time.monotonic()
@@ -152,11 +158,21 @@ def rss_value(benches: dict[str, Any]) -> tuple[Any, str]:
     return max(seen) if seen else (None, "")
 
 
+def steady_value(benches: dict[str, Any]) -> tuple[Any, str]:
+    rss, bench = rss_value(benches)
+    state = dig(benches.get("state"), ("projected_steady_state", "500"))
+    if not isinstance(rss, int | float) or not isinstance(state, dict):
+        return None, f"{bench}+state"
+    return rss + state["meter_bytes"] + state["admit_bytes"], f"{bench}+state"
+
+
 def verdicts(benches: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for label, bench, path, target, at_least, unit in TARGETS:
         if bench == "*rss":
             value, bench = rss_value(benches)
+        elif bench == "*steady":
+            value, bench = steady_value(benches)
         else:
             value = dig(benches.get(bench), path)
         row: dict[str, Any] = dict(

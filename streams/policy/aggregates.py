@@ -44,7 +44,7 @@ def group_keys(usage: Mapping[str, Any], dims: Iterable[str] = DIMENSIONS) -> li
     return [(d, str(usage[d])) for d in dims if usage.get(d) not in (None, "")]
 
 
-@dataclass
+@dataclass(slots=True)  # one per running total: a session per request makes millions over a horizon
 class LatencyHistogram:
     """Fixed log-spaced buckets: exact merges, bounded size (≤ 201 buckets), percentiles within ~5 %."""
 
@@ -116,7 +116,7 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
-@dataclass
+@dataclass(slots=True)
 class Totals:
     """Running totals for one key (a session, tenant, tier or feature, usually within one window)."""
 

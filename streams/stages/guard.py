@@ -9,6 +9,7 @@ with the actual cost when the usage record arrives; an error settles what was ac
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,28 @@ def _limit(value: float) -> float | None:
     return None if value < 0 else value
 
 
+def quiet_ttl_ms(settings: Settings) -> int:
+    """How long a quiet session (:func:`is_quiet`) is kept after its last request or usage record: the longest
+    breaker window (at least a minute). Past it the row decides exactly as a fresh one would (its rate and cost
+    windows are empty), except for a run of repeated prompts, which a loop slower than that is not."""
+    windows = (settings.breaker_rate_window_s, settings.breaker_cost_window_s, settings.breaker_cooldown_s, 60.0)
+    return int(max(windows) * 1000)
+
+
+def is_quiet(saved: dict[str, Any]) -> bool:
+    """A session row whose forgetting changes no later decision beyond its breaker windows: no budget limits
+    (so its spend decides nothing), nothing reserved, a breaker that is closed and never tripped (no backoff
+    streak to remember)."""
+    br, bu = saved.get("breaker") or {}, saved.get("budget") or {}
+    return (
+        br.get("state", breaker.CLOSED) == breaker.CLOSED
+        and not br.get("trips")
+        and not bu.get("reserved")
+        and bu.get("soft_usd") is None
+        and bu.get("hard_usd") is None
+    )
+
+
 class SessionGuard:
     def __init__(
         self,
@@ -74,6 +97,10 @@ class SessionGuard:
         # Each partition is swept at most this often (a sweep scans the table): a tenth of the TTL, 10 s to 10 min.
         self.sweep_every_ms = min(600_000, max(10_000, self.idle_ttl_ms // 10))
         self._swept_at: dict[int, int] = {}
+        # Quiet sessions go much sooner (a session per request would otherwise hold ~2 KB per request for a
+        # day): keys in the order of their last write, per partition, so forgetting them costs O(forgotten).
+        self.quiet_ttl_ms = quiet_ttl_ms(settings)
+        self._written: dict[int, OrderedDict[str, int]] = {}
         self._parsed: ParsedRows[tuple[breaker.SessionState, BudgetLedger]] = ParsedRows()
 
     def _load(
@@ -109,28 +136,54 @@ class SessionGuard:
         saved = {"breaker": state.to_dict(), "budget": ledger.to_dict(), "at": now, "p": partition}
         self.sessions[key] = saved
         self._parsed.put(key, saved, (state, ledger))
+        if partition is not None and self.idle_ttl_ms > 0:
+            written = self._written.setdefault(partition, OrderedDict())
+            written[key] = now
+            written.move_to_end(key)
 
     def sweep(self, partition: int, now: int) -> int:
-        """Forget the sessions of ``partition`` idle for longer than the TTL; at most once per ``sweep_every_ms``.
+        """Forget the sessions of ``partition`` idle for longer than the TTL (quiet ones: longer than
+        ``quiet_ttl_ms``). Returns how many sessions were forgotten.
 
         Runs while a message of ``partition`` is being handled: a changelog-backed table writes the deletion to
         that partition's changelog, the one holding the key. A session with a reservation still open is kept.
-        Returns how many sessions were forgotten."""
-        if self.idle_ttl_ms <= 0 or now - self._swept_at.get(partition, 0) < self.sweep_every_ms:
+        Quiet sessions this process wrote are forgotten on every call, oldest first; a full scan of the table,
+        at most once per ``sweep_every_ms``, finds the rest (and rows restored from the changelog)."""
+        if self.idle_ttl_ms <= 0:
             return 0
+        forgotten = self._forget_quiet(partition, now)
+        if now - self._swept_at.get(partition, 0) < self.sweep_every_ms:
+            return forgotten
         self._swept_at[partition] = now
-        horizon = now - self.idle_ttl_ms
+        horizon, quiet_horizon = now - self.idle_ttl_ms, now - min(self.quiet_ttl_ms, self.idle_ttl_ms)
         idle = [
             key
             for key, saved in list(self.sessions.items())
             if isinstance(saved, dict)
             and saved.get("p") == partition
-            and int(saved.get("at") or now) < horizon
             and not (saved.get("budget") or {}).get("reserved")
+            and int(saved.get("at") or now) < (quiet_horizon if is_quiet(saved) else horizon)
         ]
         for key in idle:
             del self.sessions[key]
-        return len(idle)
+        return forgotten + len(idle)
+
+    def _forget_quiet(self, partition: int, now: int) -> int:
+        written = self._written.get(partition)
+        horizon = now - min(self.quiet_ttl_ms, self.idle_ttl_ms)
+        forgotten = 0
+        while written:
+            key, at = next(iter(written.items()))
+            if at >= horizon:
+                break
+            del written[key]
+            saved = self.sessions.get(key)
+            # Checked on the row itself: it may have been written since (by a settle of this partition) or be
+            # no longer quiet; then the full scan decides, at the idle TTL.
+            if isinstance(saved, dict) and int(saved.get("at") or now) < horizon and is_quiet(saved):
+                del self.sessions[key]
+                forgotten += 1
+        return forgotten
 
     def admit(
         self, request: Request, partition: int | None = None, settle_usd: float | None = None

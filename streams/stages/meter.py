@@ -21,7 +21,7 @@ from streams.policy.aggregates import Totals, group_keys, window_start
 from streams.policy.cost import UsageRecord
 from streams.settings import Settings
 from streams.stages.decisions import DecisionTrail
-from streams.stages.meter_horizon import LedgerHorizon, Rollup
+from streams.stages.meter_horizon import LedgerHorizon, Rollup, entry_usage
 from streams.stages.outgoing import Outgoing, Source, dead_letter
 
 Send = Callable[[list[Outgoing]], Awaitable[None]]  # publish and wait for the broker's acknowledgement
@@ -102,7 +102,7 @@ class MeterStage:
     def __init__(
         self,
         settings: Settings,
-        ledger: MutableMapping[str, dict[str, Any]],
+        ledger: MutableMapping[str, Any],
         baseline_price: Callable[[], Any],
         completion_tokens: Callable[[str, str], int] | None = None,
         rollups: MutableMapping[str, dict[str, Any]] | None = None,
@@ -129,7 +129,7 @@ class MeterStage:
         self.horizon.reindex()
         for entry in list(self.ledger.values()):
             if self.horizon.counts_in_totals(entry):
-                self.aggregates.add(entry)
+                self.aggregates.add(entry_usage(entry))
 
     async def handle(self, raw: bytes, source: Source, send: Send) -> None:
         """One response (see :meth:`handle_batch`)."""

@@ -10,6 +10,7 @@ from schemas.records import Response, Usage, dumps
 from streams.policy.token_count import count_tokens
 from streams.settings import Settings
 from streams.stages.meter import MeterStage
+from streams.stages.meter_horizon import entry_place
 from streams.stages.outgoing import Source
 from streams.tiers import load_tiers
 
@@ -85,12 +86,12 @@ async def test_a_crash_between_a_rollup_and_its_deletions_counts_nothing_twice()
     before = _totals(stage)
     # The last prune rolled entries up but deletes them only at the next one: the ledger still holds them.
     upto = rollups["0"]["upto"]
-    assert any(entry["_t"] < upto for entry in ledger.values())
+    assert any(entry_place(entry)[1] < upto for entry in ledger.values())
     restarted = _stage(ledger, rollups)  # as if the process died right after writing the rollup
     restarted.rebuild()
     assert _totals(restarted) == before
     await _meter(restarted, [_response(i, T0 + i * 5 * SECOND) for i in range(100, 120)])
-    assert all(entry["_t"] >= upto for entry in ledger.values())  # the next prune deleted them
+    assert all(entry_place(entry)[1] >= upto for entry in ledger.values())  # the next prune deleted them
     assert _totals(restarted) == _totals_of(range(120))
 
 
@@ -165,3 +166,24 @@ async def test_windows_keep_the_last_two_minutes_and_the_snapshot_sends_only_cha
         ("globex", start + minute),
         ("acme", start + 2 * minute),
     }
+
+
+async def test_compact_entries_survive_the_changelog_and_old_dict_entries_still_count() -> None:
+    ledger: dict = {}
+    rollups: dict = {}
+    stage = _stage(ledger, rollups)
+    responses = [_response(i, T0 + i * 5 * SECOND) for i in range(100)]
+    await _meter(stage, responses)
+    entry = next(iter(ledger.values()))
+    usage = stage.usage_of(responses[-1])
+    assert isinstance(entry, list) and len(orjson.dumps(entry)) * 2 < len(orjson.dumps(usage))
+    # As recovered from the changelog (JSON), plus one entry in the earlier layout (the whole usage record).
+    recovered = {k: orjson.loads(orjson.dumps(v)) for k, v in ledger.items()}
+    old = _response(100, T0 + 100 * 5 * SECOND)
+    recovered[old.id] = {**stage.usage_of(old), "_p": 0, "_t": old.created_at}
+    restarted = _stage(recovered, orjson.loads(orjson.dumps(rollups)))
+    restarted.rebuild()
+    assert _totals(restarted) == _totals_of(range(101))
+    await _meter(restarted, [old, *responses[-3:]])  # redeliveries of both layouts: counted once
+    await _meter(restarted, [_response(i, T0 + i * 5 * SECOND) for i in range(101, 130)])  # prunes both layouts
+    assert _totals(restarted) == _totals_of(range(130)) and old.id not in recovered
