@@ -112,7 +112,7 @@ async def guard_run(args: argparse.Namespace) -> dict[str, Any]:
     guard = SessionGuard(settings, sessions, lambda: priciest, {})
     clock = [T0]
     guard_module.now_ms = lambda: clock[0]
-    window = guard.quiet_ttl_ms / 1000
+    window = guard.rows.quiet_ttl_ms / 1000
     per_window = int(args.rate * window)
     step_ms = 1000.0 / args.rate
     base = traced()
@@ -124,7 +124,7 @@ async def guard_run(args: argparse.Namespace) -> dict[str, Any]:
                 id=f"r{i}", tenant="acme", session=f"s{i // args.session_size}", prompt=f"what is {i} times 7?"
             )
             guard.admit(request, i % PARTITIONS, settle_usd=0.0)
-        sizes.append(len(sessions))
+        sizes.append(len(sessions) + len(guard.rows.memory))
         held.append(traced() - base)
     return {
         "quiet_ttl_s": window,

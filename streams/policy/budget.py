@@ -122,8 +122,9 @@ class BudgetLedger:
                 _check_amount(v)
         self.soft_usd, self.hard_usd = soft_usd, hard_usd
 
-    def spill_to(self, spill: IdSpill, keep: int) -> None:
-        """Keep only the newest ``keep`` settled ids in this ledger (its row); older ones go to ``spill``.
+    def spill_to(self, spill: IdSpill | None, keep: int) -> None:
+        """Keep only the newest ``keep`` settled ids in this ledger (its row); older ones go to ``spill`` (None:
+        they are forgotten, for a ledger whose spend decides nothing).
 
         Ids over the limit (a row written before, with a larger limit) move at the next settle."""
         if keep < 1:

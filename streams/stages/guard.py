@@ -1,15 +1,15 @@
 """Per-session guard in the admit stage: runaway-loop breaker and budget reservation, settled from usage.
 
 The admit role consumes ``sluice.requests`` and ``sluice.usage``, both keyed by session with the same
-partition count, so one process is the single writer of each session's breaker and budget state (a Faust
-table keyed by session): 50 concurrent requests against a nearly spent budget are decided one after another.
+partition count, so one process is the single writer of each session's breaker and budget state (a row per
+session: in a Faust table when it must survive a restart, else in memory, see session_rows.py): 50 concurrent
+requests against a nearly spent budget are decided one after another.
 Reservations use the priciest model tier's price (the worst case, since routing happens later) and are settled
 with the actual cost when the usage record arrives; an error settles what was actually spent.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,7 @@ from streams.policy.cost import estimate_reservation
 from streams.settings import Settings
 from streams.stages.outgoing import Outgoing
 from streams.stages.parsed_rows import ParsedRows
+from streams.stages.session_rows import SessionRows
 from streams.stages.spilled_ids import SpilledIds
 
 
@@ -54,28 +55,6 @@ def _limit(value: float) -> float | None:
     return None if value < 0 else value
 
 
-def quiet_ttl_ms(settings: Settings) -> int:
-    """How long a quiet session (:func:`is_quiet`) is kept after its last request or usage record: the longest
-    breaker window (at least a minute). Past it the row decides exactly as a fresh one would (its rate and cost
-    windows are empty), except for a run of repeated prompts, which a loop slower than that is not."""
-    windows = (settings.breaker_rate_window_s, settings.breaker_cost_window_s, settings.breaker_cooldown_s, 60.0)
-    return int(max(windows) * 1000)
-
-
-def is_quiet(saved: dict[str, Any]) -> bool:
-    """A session row whose forgetting changes no later decision beyond its breaker windows: no budget limits
-    (so its spend decides nothing), nothing reserved, a breaker that is closed and never tripped (no backoff
-    streak to remember)."""
-    br, bu = saved.get("breaker") or {}, saved.get("budget") or {}
-    return (
-        br.get("state", breaker.CLOSED) == breaker.CLOSED
-        and not br.get("trips")
-        and not bu.get("reserved")
-        and bu.get("soft_usd") is None
-        and bu.get("hard_usd") is None
-    )
-
-
 class SessionGuard:
     def __init__(
         self,
@@ -84,23 +63,16 @@ class SessionGuard:
         worst_price: Callable[[], Any],
         spilled: MutableMapping[str, Any] | None = None,
     ) -> None:
-        """``spilled``: the table of settled ids the session rows no longer hold (see streams/stages/spilled_ids.py);
-        None keeps them all in the rows (tests)."""
+        """``sessions``: the changelog-backed table of the rows that must survive a restart (see
+        streams/stages/session_rows.py). ``spilled``: the table of settled ids the session rows no longer hold (see
+        streams/stages/spilled_ids.py); None keeps them all in the rows (tests)."""
         self.settings = settings
-        self.sessions = sessions
         horizon_ms = int(settings.budget_dedup_horizon_s * 1000)
         self.spilled = None if spilled is None else SpilledIds(spilled, horizon_ms)
         self.worst_price = worst_price
         self.config = breaker_config(settings)
         self.control = settings.topic("control")
-        self.idle_ttl_ms = int(settings.session_idle_ttl_s * 1000)
-        # Each partition is swept at most this often (a sweep scans the table): a tenth of the TTL, 10 s to 10 min.
-        self.sweep_every_ms = min(600_000, max(10_000, self.idle_ttl_ms // 10))
-        self._swept_at: dict[int, int] = {}
-        # Quiet sessions go much sooner (a session per request would otherwise hold ~2 KB per request for a
-        # day): keys in the order of their last write, per partition, so forgetting them costs O(forgotten).
-        self.quiet_ttl_ms = quiet_ttl_ms(settings)
-        self._written: dict[int, OrderedDict[str, int]] = {}
+        self.rows = SessionRows(settings, sessions)  # durable rows in the table, the rest in memory
         self._parsed: ParsedRows[tuple[breaker.SessionState, BudgetLedger]] = ParsedRows()
 
     def _load(
@@ -116,7 +88,7 @@ class SessionGuard:
         if isinstance(request_or_session, Request):
             tenant = request_or_session.tenant
         key = session_key(tenant, session)
-        saved = self.sessions.get(key) or {}
+        saved = self.rows.get(key) or {}
         live = self._parsed.take(key, saved)
         if live is not None:
             state, ledger = live
@@ -127,63 +99,25 @@ class SessionGuard:
             soft, hard = self.settings.session_budget_soft_usd, self.settings.session_budget_hard_usd
             ledger.set_limits(_limit(soft), _limit(hard))
         if self.spilled is not None:
-            ledger.spill_to(self.spilled.view(key, partition, created_at), max(1, self.settings.budget_row_ids))
+            keep = max(1, self.settings.budget_row_ids)
+            if ledger.soft_usd is None and ledger.hard_usd is None:
+                # No limits: the settled ids guard only the breaker's cost window against a redelivery, and the
+                # row lives in memory (session_rows.py). The newest ids in the row are enough; none are spilled.
+                ledger.spill_to(None, keep)
+            else:
+                ledger.spill_to(self.spilled.view(key, partition, created_at), keep)
         return state, ledger
 
     def _save(self, state: breaker.SessionState, ledger: BudgetLedger, now: int, partition: int | None) -> None:
         """``at`` and ``p`` (the partition whose changelog holds the key) let :meth:`sweep` forget idle sessions."""
         key = session_key(state.tenant, state.session)
         saved = {"breaker": state.to_dict(), "budget": ledger.to_dict(), "at": now, "p": partition}
-        self.sessions[key] = saved
+        self.rows.put(key, saved, partition)
         self._parsed.put(key, saved, (state, ledger))
-        if partition is not None and self.idle_ttl_ms > 0:
-            written = self._written.setdefault(partition, OrderedDict())
-            written[key] = now
-            written.move_to_end(key)
 
     def sweep(self, partition: int, now: int) -> int:
-        """Forget the sessions of ``partition`` idle for longer than the TTL (quiet ones: longer than
-        ``quiet_ttl_ms``). Returns how many sessions were forgotten.
-
-        Runs while a message of ``partition`` is being handled: a changelog-backed table writes the deletion to
-        that partition's changelog, the one holding the key. A session with a reservation still open is kept.
-        Quiet sessions this process wrote are forgotten on every call, oldest first; a full scan of the table,
-        at most once per ``sweep_every_ms``, finds the rest (and rows restored from the changelog)."""
-        if self.idle_ttl_ms <= 0:
-            return 0
-        forgotten = self._forget_quiet(partition, now)
-        if now - self._swept_at.get(partition, 0) < self.sweep_every_ms:
-            return forgotten
-        self._swept_at[partition] = now
-        horizon, quiet_horizon = now - self.idle_ttl_ms, now - min(self.quiet_ttl_ms, self.idle_ttl_ms)
-        idle = [
-            key
-            for key, saved in list(self.sessions.items())
-            if isinstance(saved, dict)
-            and saved.get("p") == partition
-            and not (saved.get("budget") or {}).get("reserved")
-            and int(saved.get("at") or now) < (quiet_horizon if is_quiet(saved) else horizon)
-        ]
-        for key in idle:
-            del self.sessions[key]
-        return forgotten + len(idle)
-
-    def _forget_quiet(self, partition: int, now: int) -> int:
-        written = self._written.get(partition)
-        horizon = now - min(self.quiet_ttl_ms, self.idle_ttl_ms)
-        forgotten = 0
-        while written:
-            key, at = next(iter(written.items()))
-            if at >= horizon:
-                break
-            del written[key]
-            saved = self.sessions.get(key)
-            # Checked on the row itself: it may have been written since (by a settle of this partition) or be
-            # no longer quiet; then the full scan decides, at the idle TTL.
-            if isinstance(saved, dict) and int(saved.get("at") or now) < horizon and is_quiet(saved):
-                del self.sessions[key]
-                forgotten += 1
-        return forgotten
+        """Forget idle sessions of ``partition`` (see streams/stages/session_rows.py); how many."""
+        return self.rows.sweep(partition, now)
 
     def admit(
         self, request: Request, partition: int | None = None, settle_usd: float | None = None
@@ -230,14 +164,14 @@ class SessionGuard:
         if partition is not None:
             self.sweep(partition, now)
         session, tenant = str(usage["session"]), str(usage.get("tenant", ""))
-        if session_key(tenant, session) not in self.sessions:
+        if session_key(tenant, session) not in self.rows:
             return []
         state, ledger = self._load(session, tenant, partition, usage.get("created_at"))
         cost = float(usage.get("cost_usd") or 0.0)
         out = self._settled(state, ledger, str(usage["id"]), cost, usage.get("status") == "ok", now)
         if out is None:  # settled before: nothing changed, the row stays as it is
             key = session_key(tenant, session)
-            self._parsed.put(key, self.sessions.get(key), (state, ledger))
+            self._parsed.put(key, self.rows.get(key), (state, ledger))
             return []
         self._save(state, ledger, now, partition)
         return out

@@ -25,7 +25,8 @@ SINGLE = {"SLUICE_SINGLE_GROUP": "true"}
 
 async def test_single_group_worker_answers_meters_and_refuses_mixed_modes(settings: Settings, tmp_path: Path) -> None:
     await create_topics(settings)
-    worker = start_worker(settings, tmp_path, env=SINGLE, name="single")
+    # A session budget makes the admit stage's rows durable (in its table; otherwise they live in memory).
+    worker = start_worker(settings, tmp_path, env={**SINGLE, "SLUICE_SESSION_BUDGET_HARD_USD": "100"}, name="single")
     try:
         async with SluiceClient(settings) as client:
             prompts = [f"Name a fruit, number {i}" for i in range(3)]

@@ -112,7 +112,7 @@ def _request(rig: Rig, rid: str) -> Any:
 
 
 async def test_the_session_is_settled_in_one_write_and_the_later_usage_record_changes_nothing(tmp_path: Path) -> None:
-    rig = Rig(tmp_path)
+    rig = Rig(tmp_path, session_budget_hard_usd=100.0)  # a budget: the row is durable, in the table
     await rig.cache()
     await rig.admit.handle(rig.raw("r1", "s1"), SRC)
     state = rig.sessions[session_key("acme", "s1")]
@@ -125,7 +125,7 @@ async def test_the_session_is_settled_in_one_write_and_the_later_usage_record_ch
 
 
 async def test_keys_owned_elsewhere_misses_and_opt_outs_take_the_long_way(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, owned=False)
+    rig = Rig(tmp_path, owned=False, session_budget_hard_usd=100.0)
     await rig.cache()
     outs = await rig.admit.handle(rig.raw("r1", "s1"), SRC)
     assert len(by_topic(outs, "sx.lookup")) == 1 and by_topic(outs, "sx.responses") == []

@@ -50,7 +50,8 @@ def test_keys_cannot_collide_across_scopes() -> None:
 
 
 async def test_a_busy_session_writes_a_small_row_and_never_settles_twice() -> None:
-    settings = Settings(topic_prefix="sx", breaker_enabled=False, budget_row_ids=16)
+    # A budget makes the row durable (a table row, settled ids spilled); without one, see the next test.
+    settings = Settings(topic_prefix="sx", breaker_enabled=False, budget_row_ids=16, session_budget_hard_usd=1000.0)
     sessions: dict = {}
     settled: dict = {}
     stage = AdmitStage(settings, guard=SessionGuard(settings, sessions, lambda: FRONTIER, settled))
@@ -70,6 +71,27 @@ async def test_a_busy_session_writes_a_small_row_and_never_settles_twice() -> No
     for i in (0, 150, 299):  # redelivered usage: old, middle, newest
         await stage.settle(usage(i), Source("sx.usage", 2, 999))
     assert sessions[session_key("acme", "s")]["budget"]["spent"] == spent == pytest.approx(0.3)
+
+
+async def test_a_busy_session_without_limits_keeps_its_newest_ids_in_memory_and_spills_nothing() -> None:
+    settings = Settings(topic_prefix="sx", breaker_enabled=False, budget_row_ids=16)
+    sessions: dict = {}
+    settled: dict = {}
+    guard = SessionGuard(settings, sessions, lambda: FRONTIER, settled)
+    stage = AdmitStage(settings, guard=guard)
+
+    def usage(i: int) -> bytes:
+        return orjson.dumps({"id": f"r{i}", "session": "s", "tenant": "acme", "cost_usd": 0.001, "status": "ok"})
+
+    for i in range(300):
+        raw = orjson.dumps({"id": f"r{i}", "tenant": "acme", "session": "s", "prompt": f"q {i}", "max_tokens": 8})
+        await stage.handle(raw, Source("sx.requests", 2, i))
+        await stage.settle(usage(i), Source("sx.usage", 2, i))
+    row = guard.rows.get(session_key("acme", "s")) or {}
+    assert sessions == {} and settled == {}  # no changelog write at all: nothing here must survive a restart
+    assert len(row["budget"]["settled"]["ids"]) == 16 and row["budget"]["spent"] == pytest.approx(0.3)
+    await stage.settle(usage(299), Source("sx.usage", 2, 999))  # a redelivery among the newest: not again
+    assert (guard.rows.get(session_key("acme", "s")) or {})["budget"]["spent"] == pytest.approx(0.3)
 
 
 async def test_a_busy_tenant_row_stays_small(tmp_path) -> None:  # type: ignore[no-untyped-def]
