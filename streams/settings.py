@@ -153,8 +153,8 @@ class Settings:
     # entries are rolled up into per-partition totals and dropped (0: never). See streams/stages/meter_horizon.py.
     # Stream time: a redelivery comes from offsets not yet committed when a process died (seconds of stream time
     # behind the newest record metered, whatever the outage lasted) or from a client re-sending an id after its
-    # reply timeout (minutes). Memory is one entry per request within it (bench/memory_bench.py, "state per
-    # request"): at 500 req/s, six hours held ~11 million entries, 15 minutes holds 450,000.
+    # reply timeout (minutes). Memory is one entry per request within it (bench/state_bench.py): at 500 req/s,
+    # six hours held ~11 million entries, 15 minutes holds 450,000.
     meter_dedup_horizon_s: float = 900.0
 
     # How long ``sluice submit`` and the client wait for a reply.
