@@ -43,11 +43,10 @@ _P, _T = len(ENTRY_FIELDS), len(ENTRY_FIELDS) + 1
 
 def ledger_entry(usage: dict[str, Any], partition: int, at: int) -> list[Any]:
     """The compact ledger entry of ``usage`` metered from ``partition`` at stream time ``at``."""
-    values = [usage.get(name) for name in ENTRY_FIELDS]
-    for i, name in enumerate(ENTRY_FIELDS):
-        value = values[i]
-        if name in _SHARED and isinstance(value, str):
-            values[i] = sys.intern(value)
+    values = [
+        sys.intern(value) if name in _SHARED and isinstance(value, str) else value
+        for name, value in ((name, usage.get(name)) for name in ENTRY_FIELDS)
+    ]
     return [*values, partition, at]
 
 

@@ -120,7 +120,7 @@ class SessionRows:
             saved = self.memory.get(key)
             if saved is None:
                 continue  # moved to the table (a trip): the scan decides, at the idle TTL
-            if (saved.get("budget") or {}).get("reserved") and int(saved.get("at") or now) >= now - self.idle_ttl_ms:
+            if not is_quiet(saved) and int(saved.get("at") or now) >= now - self.idle_ttl_ms:
                 written[key] = now  # a reservation still open: look again a window later
                 continue
             del self.memory[key]
