@@ -58,7 +58,8 @@ async def measure(one: One, args: argparse.Namespace, pid: int | None = None) ->
 async def run_ceiling(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     topic = settings.topic("ceiling")
     opts = {"bootstrap_servers": settings.bootstrap, **settings.kafka_client_options()}  # as in SluiceClient:
-    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=1, **opts)
+    linger_ms = settings.producer_linger_s * 1000
+    producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=linger_ms, **opts)
     consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **opts)
     await asyncio.gather(producer.start(), consumer.start())
     tps = await assign_all(consumer, settings, topic)

@@ -45,7 +45,11 @@ class SluiceClient:
         back_off_failed_metadata_updates()  # a broker outage must not spin the client's loops
         opts = self.settings.kafka_client_options()
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.bootstrap, acks="all", enable_idempotence=True, linger_ms=1, **opts
+            bootstrap_servers=self.settings.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.settings.producer_linger_s * 1000,
+            **opts,
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False, group_id=None, **opts

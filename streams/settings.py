@@ -49,10 +49,12 @@ class Settings:
     # load stalled its partitions about half as long (bench/restart_bench.py: leave p99 5.2-5.6 s -> 2.5-2.6 s).
     broker_heartbeat_interval: float = 1.0
     broker_rebalance_timeout: float = 20.0
-    # Batching in a worker's Kafka clients (latency at light load against CPU under heavy load; README's
-    # Configuration gives measurements): how long the producer waits to fill a batch, and how much data a fetch
-    # waits for on the broker (at most max_wait; Faust's defaults: 1 byte, 1500 ms).
-    producer_linger_s: float = 0.001
+    # Batching in Sluice's Kafka clients (latency at light load against CPU under heavy load; README's
+    # Configuration gives measurements): how long a producer (workers' and SluiceClient's) waits to fill a batch,
+    # and how much data a worker's fetch waits for on the broker (at most max_wait; Faust's defaults: 1 byte,
+    # 1500 ms). No linger: aiokafka keeps one produce request in flight per broker, and what is sent while it is
+    # out waits for it and goes in the next, so batches grow with load anyway.
+    producer_linger_s: float = 0.0
     # A producer's batch per partition (Faust's default: 16 KiB). A send to a full batch waits for the request in
     # flight, a whole round trip; at 256 KiB a flooded one-group worker filled none (bench/pipeline_bench.py
     # --single-group, counted with a wrapper around aiokafka's batch drain).
