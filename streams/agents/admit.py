@@ -45,7 +45,14 @@ def register(app: faust.App, settings: Settings) -> AdmitStage:
     guard = SessionGuard(settings, sessions, lambda: watcher.current().priciest, session_ids)
     stage = AdmitStage(settings, TopicDirectory(settings).exists, guard)
 
-    @app.agent(raw_topic(app, settings.topic("requests")), name="admit")
+    requests_topic = settings.topic("requests")
+
+    @app.on_partitions_assigned.connect
+    async def forget_moved_sessions(_: Any, assigned: set[Any], **__: Any) -> None:
+        # The full new assignment: in-memory session rows of partitions now owned elsewhere go.
+        guard.rows.keep_partitions({tp.partition for tp in assigned if tp.topic == requests_topic})
+
+    @app.agent(raw_topic(app, requests_topic), name="admit")
     async def admit_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await emit(app, await stage.handle(event.value, source_of(event)))

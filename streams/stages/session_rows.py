@@ -108,6 +108,19 @@ class SessionRows:
             del self.table[key]
         return forgotten + len(idle)
 
+    def keep_partitions(self, partitions: set[int]) -> int:
+        """After a rebalance: forget the in-memory rows of partitions this process no longer owns; how many.
+
+        Their sessions now live with the new owner, which starts them afresh (see above); kept here, a row
+        would wait for its partition's next message to be swept, and would come back stale if the partition
+        returned. Durable rows need nothing: the table's partitions follow the assignment."""
+        forgotten = 0
+        for partition in [p for p in self._written if p not in partitions]:
+            for key in self._written.pop(partition):
+                forgotten += self.memory.pop(key, None) is not None
+            self._swept_at.pop(partition, None)
+        return forgotten
+
     def _forget_quiet(self, partition: int, now: int) -> int:
         written = self._written.get(partition)
         horizon = now - min(self.quiet_ttl_ms, self.idle_ttl_ms)

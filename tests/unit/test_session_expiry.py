@@ -144,3 +144,19 @@ async def test_a_quiet_session_written_again_stays() -> None:
     later = now_ms() + guard.rows.quiet_ttl_ms + 1000
     guard.rows.put(session_key("acme", "s-a"), dict(_row(guard, "s-a") or {}, at=later - 10), 0)  # written since
     assert guard.sweep(0, later) == 1 and _row(guard, "s-a") is not None and _row(guard, "s-b") is None
+
+
+async def test_rows_of_partitions_moved_away_are_forgotten_at_the_next_assignment() -> None:
+    stage, guard, table = _stage(ttl_s=3600, breaker=True)
+    for i in range(3):
+        await _admit_and_settle(stage, f"m{i}", f"s-m{i}", partition=i)
+    for i in range(10):  # a tripped breaker: a durable row in the table, partition 2
+        await stage.handle(_request(f"r{i}", "s-loop", prompt="same"), Source("sx.requests", 2, 10 + i))
+    assert {session_key("acme", f"s-m{i}") for i in range(3)} <= set(guard.rows.memory)
+    assert guard.rows.keep_partitions({0, 2}) == 1  # partition 1 went to another worker
+    assert _row(guard, "s-m1") is None and _row(guard, "s-m0") is not None and _row(guard, "s-m2") is not None
+    assert session_key("acme", "s-loop") in table  # durable rows follow the table's own partitions
+    assert guard.rows.keep_partitions({0, 2}) == 0
+    # A partition that comes back starts afresh, and is tracked again for the quiet-session sweep.
+    await _admit_and_settle(stage, "m1b", "s-m1", partition=1)
+    assert guard.sweep(1, now_ms() + guard.rows.quiet_ttl_ms + 1000) == 1 and _row(guard, "s-m1") is None
