@@ -76,7 +76,7 @@ class SessionRows:
             if key not in self.memory and key in self.table:
                 del self.table[key]
             self.memory[key] = saved
-            if partition is not None and self.idle_ttl_ms > 0:
+            if partition is not None:  # the write order: quiet-session expiry, and keep_partitions
                 written = self._written.setdefault(partition, OrderedDict())
                 written[key] = int(saved["at"])
                 written.move_to_end(key)

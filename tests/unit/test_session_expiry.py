@@ -160,3 +160,7 @@ async def test_rows_of_partitions_moved_away_are_forgotten_at_the_next_assignmen
     # A partition that comes back starts afresh, and is tracked again for the quiet-session sweep.
     await _admit_and_settle(stage, "m1b", "s-m1", partition=1)
     assert guard.sweep(1, now_ms() + guard.rows.quiet_ttl_ms + 1000) == 1 and _row(guard, "s-m1") is None
+    # With no idle TTL (keep every session), a moved partition's rows still go: they are the new owner's now.
+    keep, keeper, _ = _stage(ttl_s=0)
+    await _admit_and_settle(keep, "k1", "s-k", partition=3)
+    assert keeper.rows.keep_partitions({0}) == 1 and _row(keeper, "s-k") is None
