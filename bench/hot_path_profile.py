@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -27,12 +25,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from pipeline_bench import PROMPT, Record, bench_kafka, memory, phase, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import PROMPT, Record, memory, phase, run_with_worker  # noqa: E402
 
-from streams.broker import LocalBroker  # noqa: E402
 from streams.client import SluiceClient, make_request  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.topics import TOPICS, create_topics  # noqa: E402
 
 
 async def drive(settings: Settings, args: argparse.Namespace, worker: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -102,24 +98,7 @@ def main() -> int:
     add("--top", type=int, default=30)
     add("--json", action="store_true")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="sluice-hot-path-"))
-    broker: LocalBroker | None = None
-    worker = None
-    try:
-        settings, broker = bench_kafka(tmp, args.port, args.partitions, "hp")
-        asyncio.run(create_topics(settings, TOPICS))
-        worker, log = start_worker(settings, tmp)
-        try:
-            result = asyncio.run(drive(settings, args, worker))
-        except BaseException:
-            print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
-            raise
-    finally:
-        if worker is not None:
-            stop_worker(worker)
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    result = run_with_worker("hp", args.port, args.partitions, lambda settings, worker: drive(settings, args, worker))
     if args.py_spy and Path(args.py_spy).exists():
         result["profile"] = summarize(args.py_spy, args.top)
         for kind in ("self_pct", "inclusive_pct"):

@@ -19,9 +19,7 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,13 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from pipeline_bench import PROMPT, bench_kafka, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import PROMPT, run_with_worker  # noqa: E402
 
 from schemas.parse import InvalidMessage, parse_response  # noqa: E402
-from streams.broker import LocalBroker  # noqa: E402
 from streams.client import SluiceClient, make_request  # noqa: E402
 from streams.settings import Settings  # noqa: E402
-from streams.topics import TOPICS, create_topics  # noqa: E402
 
 
 class TimedClient(SluiceClient):
@@ -125,24 +121,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.single_group:
         os.environ["BENCH_SLUICE_SINGLE_GROUP"] = "true"
-    tmp = Path(tempfile.mkdtemp(prefix="sluice-legs-"))
-    broker: LocalBroker | None = None
-    worker = None
-    try:
-        settings, broker = bench_kafka(tmp, args.port, args.partitions, "legs")
-        asyncio.run(create_topics(settings, TOPICS))
-        worker, log = start_worker(settings, tmp)
-        try:
-            loads = asyncio.run(drive(settings, args))
-        except BaseException:
-            print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
-            raise
-    finally:
-        if worker is not None:
-            stop_worker(worker)
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+    loads = run_with_worker("legs", args.port, args.partitions, lambda settings, _: drive(settings, args))
     for r in loads:
         t, i, b = r["total_ms"], r["way_in_ms"], r["way_back_ms"]
         print(

@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -160,6 +161,42 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait(timeout=30)
 
 
+T = TypeVar("T")
+
+
+def run_with_worker(
+    prefix: str,
+    port: int,
+    partitions: int,
+    drive: Callable[[Settings, subprocess.Popen[bytes]], Coroutine[Any, Any, T]],
+    extra_topics: tuple[TopicSpec, ...] = (),
+    before_worker: Callable[[Settings], None] | None = None,
+) -> T:
+    """The benches' lifecycle: a broker (unless ``KAFKA_BOOTSTRAP``), fresh topics, ``before_worker`` (a
+    measurement that must not share the machine with a worker), one all-roles worker; run ``drive`` against them
+    (the worker's log tail is printed if it fails); then stop both and clean up."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"sluice-{prefix}-"))
+    broker: LocalBroker | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        settings, broker = bench_kafka(tmp, port, partitions, prefix)
+        asyncio.run(create_topics(settings, (*TOPICS, *extra_topics)))
+        if before_worker is not None:
+            before_worker(settings)
+        worker, log = start_worker(settings, tmp)
+        try:
+            return asyncio.run(drive(settings, worker))
+        except BaseException:
+            print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+            raise
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def analyse(ceiling: dict[str, Any], sluice: dict[str, Any], mem: dict[str, Any]) -> dict[str, Any]:
     at500: dict[str, Any] = next((row for row in sluice["loads"] if row["offered_per_s"] == 500), {})
     flat = sluice["max"]["answered_in_window_per_s"]
@@ -233,29 +270,21 @@ def main() -> int:
     if args.single_group:
         os.environ["BENCH_SLUICE_SINGLE_GROUP"] = "true"  # start_worker passes BENCH_SLUICE_X on as SLUICE_X
     started, wall0 = time.strftime("%Y-%m-%dT%H:%M:%S"), time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="sluice-pipeline-"))
-    broker: LocalBroker | None = None
-    worker: subprocess.Popen[bytes] | None = None
-    try:
-        settings, broker = bench_kafka(tmp, args.port, args.partitions, "pb")
-        bootstrap = settings.bootstrap
-        asyncio.run(create_topics(settings, (*TOPICS, TopicSpec("ceiling", "none", "raw produce/consume ceiling"))))
-        print(f"broker {bootstrap}, prefix {settings.topic_prefix}: measuring the ceiling", file=sys.stderr)
-        ceiling = asyncio.run(run_ceiling(settings, args))
+    measured: dict[str, Any] = {}
+
+    def measure_ceiling(settings: Settings) -> None:
+        print(f"broker {settings.bootstrap}, prefix {settings.topic_prefix}: measuring the ceiling", file=sys.stderr)
+        measured["ceiling"] = asyncio.run(run_ceiling(settings, args))
         print("starting the all-roles worker; measuring exact hits", file=sys.stderr)
-        worker, log = start_worker(settings, tmp)
-        try:
-            sluice = asyncio.run(run_sluice(settings, args, worker))
-        except BaseException:
-            print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
-            raise
-        mem = memory(worker.pid)
-    finally:
-        if worker is not None:
-            stop_worker(worker)
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    async def exact_hits(settings: Settings, worker: subprocess.Popen[bytes]) -> None:
+        measured["sluice"] = await run_sluice(settings, args, worker)
+        measured["memory"] = memory(worker.pid)
+        measured["bootstrap"] = settings.bootstrap
+
+    ceiling_topic = TopicSpec("ceiling", "none", "raw produce/consume ceiling")
+    run_with_worker("pb", args.port, args.partitions, exact_hits, (ceiling_topic,), measure_ceiling)
+    ceiling, sluice, mem, bootstrap = (measured[k] for k in ("ceiling", "sluice", "memory", "bootstrap"))
     result: dict[str, Any] = dict(started=started, broker=bootstrap, partitions=args.partitions, seconds=args.seconds)
     result["single_group"] = os.environ.get("BENCH_SLUICE_SINGLE_GROUP", "").lower() in ("1", "true", "yes")
     result.update(ceiling=ceiling, sluice=sluice, memory=mem, **analyse(ceiling, sluice, mem))
