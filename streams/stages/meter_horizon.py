@@ -38,16 +38,18 @@ ENTRY_FIELDS = (
     "cost_usd", "baseline_cost_usd", "latency_ms", "attempts", "busy_ms", "created_at",
 )  # fmt: skip
 _SHARED = frozenset({"tenant", "tier", "model", "feature", "status", "cache"})  # few distinct values: interned
+_INTERNED_AT = tuple(i for i, name in enumerate(ENTRY_FIELDS) if name in _SHARED)
 _P, _T = len(ENTRY_FIELDS), len(ENTRY_FIELDS) + 1
 
 
 def ledger_entry(usage: dict[str, Any], partition: int, at: int) -> list[Any]:
     """The compact ledger entry of ``usage`` metered from ``partition`` at stream time ``at``."""
-    values = [
-        sys.intern(value) if name in _SHARED and isinstance(value, str) else value
-        for name, value in ((name, usage.get(name)) for name in ENTRY_FIELDS)
-    ]
-    return [*values, partition, at]
+    entry = [usage.get(name) for name in ENTRY_FIELDS]
+    for i in _INTERNED_AT:
+        if isinstance(value := entry[i], str):
+            entry[i] = sys.intern(value)
+    entry += (partition, at)
+    return entry
 
 
 def entry_usage(entry: Any) -> dict[str, Any]:
