@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from streams import drain_fast_path, faust_patches, lost_event_guard, producer_fast_path
+from streams import drain_fast_path, faust_patches, fetch_sessions, lost_event_guard, producer_fast_path
 from streams.kafka_clients import back_off_failed_metadata_updates
 from streams.settings import Settings
 
@@ -68,6 +68,8 @@ def create_app(settings: Settings, role: str) -> faust.App:
     drain_fast_path.apply()  # no tasks per fetched record when its delivery cannot block
     producer_fast_path.apply()  # no task per message Faust publishes (table changelog writes)
     back_off_failed_metadata_updates()  # no busy loop while the broker is down
+    if settings.consumer_fetch_sessions:
+        fetch_sessions.apply()  # fetches name only the partitions that moved (KIP-227)
     quiet_library_debug(settings)
     idempotent_producers()
     app_id = settings.group(role)  # "worker" with SLUICE_SINGLE_GROUP (streams/roles.py)

@@ -61,6 +61,9 @@ class Settings:
     producer_max_batch_bytes: int = 262_144
     consumer_fetch_min_bytes: int = 1
     consumer_fetch_max_wait_ms: int = 1500
+    # Incremental fetch sessions (KIP-227) for workers' consumers: a fetch names only partitions whose offset
+    # moved, and the broker answers only for partitions with news (streams/fetch_sessions.py).
+    consumer_fetch_sessions: bool = True
     # Every this many seconds each app looks for an input event lost inside the process (see
     # streams/policy/lost_events.py) and reads its partition again from it; 0 turns the check off. A lost event
     # waits two checks: at 10 s, a worker restarted under a backlog left an event or two 20 s behind the rest

@@ -32,3 +32,14 @@ def test_worker_producers_take_the_batch_size_setting(tmp_path: Path) -> None:
         app = create_app(settings.with_overrides(producer_max_batch_bytes=size, topic_prefix=f"b{size}"), "admit")
         assert app.producer._settings_default()["max_batch_size"] == size
     assert settings.producer_max_batch_bytes > 16_384  # Faust's default stalled a flooded worker
+
+
+def test_worker_consumers_fetch_in_sessions_by_default(tmp_path: Path) -> None:
+    from aiokafka.consumer.fetcher import Fetcher
+
+    from streams import fetch_sessions
+
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", data_dir=str(tmp_path), lost_event_check_s=0)
+    assert settings.consumer_fetch_sessions
+    create_app(settings.with_overrides(topic_prefix="fs"), "admit")
+    assert fetch_sessions._applied and Fetcher.__init__.__module__ == "streams.fetch_sessions"
