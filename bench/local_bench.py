@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_output import goal, md_table, targets_table, write_results  # noqa: E402
 from local_ways import Tally, bare_calls, prompt, work_queue  # noqa: E402
-from pipeline_bench import bench_kafka, memory, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import bench_kafka, memory, release_kafka, start_worker, stop_worker  # noqa: E402
 
 from schemas.records import Job, dumps  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402
@@ -236,6 +236,7 @@ def main() -> int:
     started, wall0 = time.strftime("%Y-%m-%dT%H:%M:%S"), time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="sluice-local-bench-"))
     broker: LocalBroker | None = None
+    settings: Settings | None = None
     try:
         # Default settings, as the worker gets them (start_worker drops SLUICE_* variables): the same model.
         settings, broker = bench_kafka(tmp, args.port, args.partitions, "lb", start=not args.no_worker)
@@ -248,8 +249,7 @@ def main() -> int:
             args.in_flight = 2 * settings.local_concurrency
         result = asyncio.run(run(settings, args, tmp))
     finally:
-        if broker is not None:
-            broker.stop()
+        release_kafka(settings, broker)
         shutil.rmtree(tmp, ignore_errors=True)
     model = resolve_model_path(settings.local_model_path).name
     result = dict(started=started, model=model, threads=settings.local_threads, **result)

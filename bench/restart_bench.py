@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_output import md_table, write_results  # noqa: E402
 from load_phases import Record, phase  # noqa: E402
-from pipeline_bench import PROMPT, bench_kafka, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import PROMPT, bench_kafka, release_kafka, start_worker, stop_worker  # noqa: E402
 
 from streams.broker import LocalBroker  # noqa: E402
 from streams.client import SluiceClient, make_request  # noqa: E402
@@ -194,6 +194,7 @@ def main() -> int:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sluice-restart-"))
     broker: LocalBroker | None = None
+    settings: Settings | None = None
     try:
         settings, broker = bench_kafka(tmp, args.port, args.partitions, "rs")
         asyncio.run(create_topics(settings, TOPICS))
@@ -208,8 +209,7 @@ def main() -> int:
         write_results(result, args.out, render, args.json)
         return 0
     finally:
-        if broker is not None:
-            broker.stop()
+        release_kafka(settings, broker)
 
 
 if __name__ == "__main__":

@@ -177,3 +177,16 @@ async def partition_counts(settings: Settings, names: list[str]) -> dict[str, in
 async def list_topics(settings: Settings) -> set[str]:
     async with admin_client(settings) as admin:
         return set(await admin.list_topics())
+
+
+async def delete_prefixed_topics(settings: Settings) -> list[str]:
+    """Delete every topic of ``settings.topic_prefix``: Sluice's own (those of ``TOPICS``, and any other
+    ``<prefix>.<name>``) and Faust's (changelogs, repartitions: ``<prefix>-...``). For prefixes made for one run
+    (a replay's shadow, a bench), not for a deployment."""
+    prefix, existing = settings.topic_prefix, await list_topics(settings)
+    ours = set(topic_names(settings)) & existing
+    names = sorted(ours | {n for n in existing if n.startswith((prefix + ".", prefix + "-"))})
+    if names:
+        async with admin_client(settings) as admin:
+            await admin.delete_topics(names)
+    return names

@@ -197,14 +197,6 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
 
 
 async def remove_shadow_topics(shadow: Settings) -> None:
-    from streams.kafka_clients import admin_client
-    from streams.topics import list_topics, topic_names
+    from streams.topics import delete_prefixed_topics
 
-    existing = await list_topics(shadow)
-    names = [n for n in topic_names(shadow) if n in existing]
-    prefix = shadow.topic_prefix
-    names += [n for n in existing if n.startswith(prefix + "-") and n not in names]  # Faust's own leftovers
-    if not names:
-        return
-    async with admin_client(shadow) as admin:
-        await admin.delete_topics(names)
+    await delete_prefixed_topics(shadow)
