@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any, cast
 
 from streams.policy.fetch_session import FetchPlan, FetchSession, PartitionFetch
@@ -69,11 +70,20 @@ def _session_request_class() -> type:
 
 class SessionClient:
     """An aiokafka client as one fetcher sees it: fetches go through a session per broker; all else is the
-    client's own."""
+    client's own.
 
-    def __init__(self, client: Any, request_class: type) -> None:
+    aiokafka stamps a partition's state with the time of the last fetch answer that held it, and Faust's livelock
+    check logs an error for any assigned partition whose stamp is older than ``stream_processing_timeout``. An
+    idle partition is never in a session's answers, so every partition a fetch named (in full or through the
+    session) is stamped here, at most once per ``STAMP_EVERY_S`` per broker (each stamp walks them all)."""
+
+    STAMP_EVERY_S = 1.0
+
+    def __init__(self, client: Any, request_class: type, fetcher: Any = None) -> None:
         self._client = client
         self._request_class = request_class
+        self._fetcher = fetcher
+        self._stamped: dict[int, float] = {}
         self.sessions: dict[int, FetchSession] = {}
         self.fetches = {"full": 0, "incremental": 0}  # requests sent, by kind
 
@@ -106,7 +116,25 @@ class SessionClient:
             response.topics = []
         elif not plan.full:
             response.topics = _only_wanted(response.topics, wanted)
+            now = time.monotonic()
+            if now - self._stamped.get(node_id, 0.0) >= self.STAMP_EVERY_S:
+                self._stamped[node_id] = now
+                self._stamp(wanted)
         return response
+
+    def _stamp(self, partitions: dict[Any, PartitionFetch]) -> None:
+        """Mark ``partitions`` as fetched now, as aiokafka does for those in an answer."""
+        from aiokafka.structs import TopicPartition
+
+        subscription = self._fetcher._subscriptions.subscription if self._fetcher is not None else None
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return
+        now_ms = int(time.time() * 1000)
+        for topic, partition in partitions:
+            state = assignment.state_value(TopicPartition(topic, partition))
+            if state is not None:
+                state.timestamp = now_ms
 
 
 def _only_wanted(topics: list[Any], wanted: dict[Any, PartitionFetch]) -> list[Any]:
@@ -121,7 +149,7 @@ def use_sessions(fetcher: Any) -> SessionClient:
     """Put one aiokafka ``Fetcher`` (a started consumer's ``_fetcher``) on fetch sessions; returns its client."""
     client = fetcher._client
     if not isinstance(client, SessionClient):
-        client = fetcher._client = SessionClient(client, _session_request_class())
+        client = fetcher._client = SessionClient(client, _session_request_class(), fetcher)
     return client
 
 

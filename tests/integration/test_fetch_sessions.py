@@ -1,6 +1,6 @@
 """aiokafka's consumer on incremental fetch sessions (streams/fetch_sessions.py) against a real broker: every
 record arrives once and in order while fetches name only moved partitions; a seek back, an assignment change
-and a broker-forgotten session are each handled."""
+a broker-forgotten session and an idle partition's fetch time are each handled."""
 
 from __future__ import annotations
 
@@ -64,6 +64,13 @@ async def test_sessions_deliver_every_record_once_through_seeks_and_assignment_c
         session = client.sessions[next(iter(client.sessions))]
         assert session.session_id != 0 and session.supported
         assert client.fetches["incremental"] > client.fetches["full"] >= 1
+
+        # An idle partition is in no answer of the session, but still counts as fetched (Faust's livelock check
+        # reads aiokafka's per-partition fetch time and logs an error when it is old).
+        idle = consumer._fetcher._subscriptions.subscription.assignment.state_value(TopicPartition(second, 3))
+        before = idle.timestamp
+        await asyncio.sleep(2.5)  # empty fetches return every fetch_max_wait_ms (500)
+        assert idle.timestamp >= before + 1000
 
         # A seek back: the moved offset is named again, and the partition is read again from there.
         consumer.seek(TopicPartition(first, 1), 10)
