@@ -8,8 +8,9 @@ back. The fetcher itself is unchanged: it still sees the full request it built (
 the fetch offsets from) and an answer that holds only partitions with news, which it already handles (an
 absent partition is one without records).
 
-Off with ``SLUICE_CONSUMER_FETCH_SESSIONS=false``. Applies to every aiokafka consumer the process starts after
-``apply`` (Faust's, and the client's reply consumer).
+Off with ``SLUICE_CONSUMER_FETCH_SESSIONS=false``. ``apply`` (called by ``create_app``, so in worker processes)
+covers every aiokafka consumer the process starts from then on; ``use_sessions`` puts one started consumer on
+sessions.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class SessionClient:
 
     aiokafka stamps a partition's state with the time of the last fetch answer that held it, and Faust's livelock
     check logs an error for any assigned partition whose stamp is older than ``stream_processing_timeout``. An
-    idle partition is never in a session's answers, so every partition a fetch named (in full or through the
-    session) is stamped here, at most once per ``STAMP_EVERY_S`` per broker (each stamp walks them all)."""
+    idle partition is never in a session's answers, so after an incremental fetch every partition it covered is
+    stamped here, at most once per ``STAMP_EVERY_S`` per broker (each stamp walks them all)."""
 
     STAMP_EVERY_S = 1.0
 
