@@ -131,9 +131,8 @@ def bench_kafka(tmp: Path, port: int, partitions: int, prefix: str, start: bool 
 
 def release_kafka(settings: Settings | None, broker: LocalBroker | None) -> None:
     """After a run: stop the broker ``bench_kafka`` started, or delete the run's topics from ``KAFKA_BOOTSTRAP``'s
-    cluster (leave it as it was). A long-lived dev broker that had kept ~1,100 partitions of earlier runs showed
-    recurring 80-190 ms stalls of the whole worker process (its event loop and a sampling thread both stopped),
-    absent in runs on a fresh broker."""
+    cluster (leave it as it was). After ~15 runs on one dev broker, runs showed recurring 80-190 ms stalls of the
+    whole worker process (its event loop and a sampling thread both stopped), absent on fresh brokers (README)."""
     if broker is not None:
         broker.stop()
         return
