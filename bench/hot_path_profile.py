@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from pipeline_bench import PROMPT, Record, memory, phase, run_with_worker  # noqa: E402
+from bench_cluster import run_with_worker  # noqa: E402
+from pipeline_bench import PROMPT, Record, memory, phase  # noqa: E402
 
 from streams.client import SluiceClient, make_request  # noqa: E402
 from streams.settings import Settings  # noqa: E402

@@ -35,9 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_cluster import bench_kafka, release_kafka, start_worker, stop_worker  # noqa: E402
 from bench_output import goal, md_table, targets_table, write_results  # noqa: E402
 from local_ways import Tally, bare_calls, prompt, work_queue  # noqa: E402
-from pipeline_bench import bench_kafka, memory, release_kafka, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import memory  # noqa: E402
 
 from schemas.records import Job, dumps  # noqa: E402
 from streams.broker import LocalBroker  # noqa: E402

@@ -29,9 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_cluster import bench_kafka, release_kafka, start_worker, stop_worker  # noqa: E402
 from bench_output import md_table, write_results  # noqa: E402
 from load_phases import Record, phase  # noqa: E402
-from pipeline_bench import PROMPT, bench_kafka, release_kafka, start_worker, stop_worker  # noqa: E402
+from pipeline_bench import PROMPT  # noqa: E402
 
 from streams.broker import LocalBroker  # noqa: E402
 from streams.client import SluiceClient, make_request  # noqa: E402
