@@ -4,6 +4,9 @@ issue, the measured value, met or not, and by how much.
 
     .venv/bin/python bench/run_all.py [--quick] [--only pipeline,cache,...] [--json]
 
+``--only`` re-runs some benches and keeps the others' results from the existing all.json (each bench records
+when it ran), so one bench re-measured after a change does not cost a full run.
+
 Uses KAFKA_BOOTSTRAP when set; otherwise starts one broker on 29392/29393 for the benches that need one and
 stops it at the end. ``--quick`` runs every bench at a small size (minutes; numbers only show the code works).
 """
@@ -134,17 +137,22 @@ def run_bench(name: str, quick: bool, env: dict[str, str], log_dir: Path) -> dic
     if name in ("pipeline", "pipeline-single-group", "local", "memory", "restart", "state"):
         cmd += ["--out", str(out)]  # the full-size results in bench/results are kept unless this is a full run
     print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-    t0 = time.monotonic()
+    t0, at = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S")
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
     wall = round(time.monotonic() - t0, 1)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        return {"error": f"exit code {proc.returncode}", "stdout_tail": lines[-10:], "bench_wall_s": wall}
+        return {"error": f"exit code {proc.returncode}", "stdout_tail": lines[-10:], "bench_wall_s": wall, "ran_at": at}
     try:
         result = json.loads(lines[-1])
     except json.JSONDecodeError:
-        return {"error": "no JSON on the last stdout line", "stdout_tail": lines[-10:], "bench_wall_s": wall}
-    return {**result, "bench_wall_s": wall}
+        return {
+            "error": "no JSON on the last stdout line",
+            "stdout_tail": lines[-10:],
+            "bench_wall_s": wall,
+            "ran_at": at,
+        }
+    return {**result, "bench_wall_s": wall, "ran_at": at}
 
 
 def rss_value(benches: dict[str, Any]) -> tuple[Any, str]:
@@ -218,6 +226,11 @@ def markdown(doc: dict[str, Any]) -> str:
         "# Sluice benchmarks\n",
         f"{doc['started']}, {doc['wall_s']} s{QUICK_NOTE if doc['quick'] else ''},"
         f" broker {doc['broker']}, {doc['cpus']} CPUs. Per-bench results: bench/results/<bench>.json / .md.\n",
+        *(
+            [f"Re-run since with --only: {', '.join(f'{n} at {t}' for n, t in doc['rerun'].items())}.\n"]
+            if doc.get("rerun")
+            else []
+        ),
         "| target | goal | measured | met | by how much | bench |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
@@ -225,9 +238,10 @@ def markdown(doc: dict[str, Any]) -> str:
         met = "yes" if r["met"] else "no"
         value = fmt(r["value"], r.get("unit", ""))
         lines.append(f"| {r['target']} | {r['goal']} | {value} | {met} | {r['margin']} | {r['bench']} |")
-    lines += ["", "| bench | wall s | status |", "| --- | --- | --- |"]
+    lines += ["", "| bench | ran at | wall s | status |", "| --- | --- | --- | --- |"]
     for name, res in doc["benches"].items():
-        lines.append(f"| {name} | {res.get('bench_wall_s')} | {res.get('error') or 'ok'} |")
+        ran = res.get("ran_at") or "in the run above"
+        lines.append(f"| {name} | {ran} | {res.get('bench_wall_s')} | {res.get('error') or 'ok'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -256,11 +270,20 @@ def main() -> int:
         finally:
             if broker is not None:
                 broker.stop()
+    out = Path(args.out or RESULTS / ("all-quick.json" if args.quick else "all.json"))
     doc: dict[str, Any] = dict(
         started=started, quick=args.quick, broker=env.get("KAFKA_BOOTSTRAP"), cpus=os.cpu_count()
     )
-    doc.update(targets=verdicts(benches), benches=benches, wall_s=round(time.monotonic() - wall0, 1))
-    out = Path(args.out or RESULTS / ("all-quick.json" if args.quick else "all.json"))
+    wall = round(time.monotonic() - wall0, 1)
+    if set(names) != set(BENCHES) and out.is_file():  # a partial run: the other benches' results stay
+        kept = json.loads(out.read_text())
+        if bool(kept.get("quick")) == args.quick:
+            benches = {**kept.get("benches", {}), **benches}
+            doc.update(
+                started=kept.get("started", started), wall_s=kept.get("wall_s"), rerun={n: started for n in names}
+            )
+    doc.update(targets=verdicts(benches), benches=benches)
+    doc.setdefault("wall_s", wall)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(doc))

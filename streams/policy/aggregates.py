@@ -20,12 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 
 DEFAULT_WINDOW_MS: Final = 60_000
 DIMENSIONS: Final = ("session", "tenant", "tier", "feature")
 _GROWTH: Final = 1.1  # bucket i holds latencies in (1.1**(i-1), 1.1**i] ms: ≤ ~4.9 % error at the midpoint
 _MAX_BUCKET: Final = 200  # 1.1**200 ms ≈ 6 days: anything longer lands in the last bucket
+# Shared by every total without cache hits (most sessions): one empty dict each was 64 bytes per running total.
+_NO_HITS: Final[Mapping[str, int]] = MappingProxyType({})
 
 
 def window_start(ts_ms: int, size_ms: int = DEFAULT_WINDOW_MS) -> int:
@@ -44,11 +47,14 @@ def group_keys(usage: Mapping[str, Any], dims: Iterable[str] = DIMENSIONS) -> li
     return [(d, str(usage[d])) for d in dims if usage.get(d) not in (None, "")]
 
 
-@dataclass(slots=True)  # one per running total: a session per request makes millions over a horizon
+@dataclass(slots=True, eq=False)  # one per running total: a session per request makes millions over a horizon
 class LatencyHistogram:
-    """Fixed log-spaced buckets: exact merges, bounded size (≤ 201 buckets), percentiles within ~5 %."""
+    """Fixed log-spaced buckets: exact merges, bounded size (≤ 201 buckets), percentiles within ~5 %.
 
-    counts: dict[int, int] = field(default_factory=dict)
+    ``counts`` stays None while every sample lies in one bucket, ``min_ms``'s: a total of one request (a session
+    per request) then holds no dict, which was ~180 of its ~750 bytes. ``buckets()`` is the counts either way."""
+
+    counts: dict[int, int] | None = None
     n: int = 0
     min_ms: float = math.inf
     max_ms: float = 0.0
@@ -59,19 +65,38 @@ class LatencyHistogram:
             return 0
         return min(_MAX_BUCKET, math.ceil(math.log(ms) / math.log(_GROWTH) - 1e-9))
 
+    def buckets(self) -> dict[int, int]:
+        """Bucket -> count (the stored dict itself once there is one: read it, do not change it)."""
+        if self.counts is not None:
+            return self.counts
+        return {self.bucket(self.min_ms): self.n} if self.n else {}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LatencyHistogram):
+            return NotImplemented
+        same = (self.n, self.min_ms, self.max_ms) == (other.n, other.min_ms, other.max_ms)
+        return same and self.buckets() == other.buckets()
+
     def add(self, ms: float, count: int = 1) -> None:
         if not math.isfinite(ms):
             return  # a bogus sample must not poison the table's JSON
         ms = max(0.0, float(ms))
         b = self.bucket(ms)
-        self.counts[b] = self.counts.get(b, 0) + count
+        if self.counts is None and self.n and b != self.bucket(self.min_ms):
+            self.counts = self.buckets()
+        if self.counts is not None:
+            self.counts[b] = self.counts.get(b, 0) + count
         self.n += count
         self.min_ms = min(self.min_ms, ms)
         self.max_ms = max(self.max_ms, ms)
 
     def merge(self, other: LatencyHistogram) -> None:
-        for b, c in other.counts.items():
-            self.counts[b] = self.counts.get(b, 0) + c
+        if other.n:
+            one = self.counts is None and other.counts is None
+            if not (one and (not self.n or self.bucket(self.min_ms) == self.bucket(other.min_ms))):
+                counts = self.counts = dict(self.buckets()) if self.counts is None else self.counts
+                for b, c in other.buckets().items():
+                    counts[b] = counts.get(b, 0) + c
         self.n += other.n
         self.min_ms = min(self.min_ms, other.min_ms)
         self.max_ms = max(self.max_ms, other.max_ms)
@@ -83,9 +108,9 @@ class LatencyHistogram:
         if self.n == 0:
             return None
         rank = math.ceil(q * self.n)
-        seen = 0
-        for b in sorted(self.counts):
-            seen += self.counts[b]
+        seen, counts = 0, self.buckets()
+        for b in sorted(counts):
+            seen += counts[b]
             if seen >= rank:
                 if b == _MAX_BUCKET:
                     return self.max_ms  # the overflow bucket has no upper bound
@@ -95,7 +120,7 @@ class LatencyHistogram:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "counts": {str(b): c for b, c in sorted(self.counts.items())},
+            "counts": {str(b): c for b, c in sorted(self.buckets().items())},
             "n": self.n,
             "min_ms": None if self.n == 0 else self.min_ms,
             "max_ms": self.max_ms,
@@ -104,12 +129,15 @@ class LatencyHistogram:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatencyHistogram:
         mn = d.get("min_ms")
-        return cls(
+        out = cls(
             counts={int(b): int(c) for b, c in (d.get("counts") or {}).items()},
             n=int(d.get("n", 0)),
             min_ms=math.inf if mn is None else float(mn),
             max_ms=float(d.get("max_ms", 0.0)),
         )
+        if out.counts == ({out.bucket(out.min_ms): out.n} if out.n else {}):
+            out.counts = None  # the compact form, as ``add`` would have left it
+        return out
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -127,7 +155,7 @@ class Totals:
     baseline_cost_usd: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cache_hits: dict[str, int] = field(default_factory=dict)  # kind -> count
+    cache_hits: Mapping[str, int] = field(default_factory=lambda: _NO_HITS)  # kind -> count (a dict once any)
     busy_ms: float = 0.0  # time a local worker spent computing, for utilization
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
@@ -153,7 +181,9 @@ class Totals:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
         if cache:
-            self.cache_hits[cache] = self.cache_hits.get(cache, 0) + 1
+            hits = self.cache_hits if isinstance(self.cache_hits, dict) else {}
+            hits[cache] = hits.get(cache, 0) + 1
+            self.cache_hits = hits
         self.busy_ms += busy_ms
         if latency_ms is not None:
             self.latency.add(latency_ms)
@@ -180,8 +210,11 @@ class Totals:
         self.baseline_cost_usd += other.baseline_cost_usd
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
-        for kind, c in other.cache_hits.items():
-            self.cache_hits[kind] = self.cache_hits.get(kind, 0) + c
+        if other.cache_hits:
+            hits = self.cache_hits if isinstance(self.cache_hits, dict) else {}
+            for kind, c in other.cache_hits.items():
+                hits[kind] = hits.get(kind, 0) + c
+            self.cache_hits = hits
         self.busy_ms += other.busy_ms
         self.latency.merge(other.latency)
 
@@ -247,7 +280,7 @@ class Totals:
             baseline_cost_usd=float(d.get("baseline_cost_usd", 0.0)),
             prompt_tokens=int(d.get("prompt_tokens", 0)),
             completion_tokens=int(d.get("completion_tokens", 0)),
-            cache_hits={str(k): int(v) for k, v in (d.get("cache_hits") or {}).items()},
+            cache_hits={str(k): int(v) for k, v in (d.get("cache_hits") or {}).items()} or _NO_HITS,
             busy_ms=float(d.get("busy_ms", 0.0)),
             latency=LatencyHistogram.from_dict(d.get("latency") or {}),
         )

@@ -171,3 +171,62 @@ def test_non_finite_latencies_are_ignored() -> None:
     assert h.n == 0
     h.add(12.0)
     assert as_json(h.to_dict())
+
+
+def reference_counts(samples: list[float]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for ms in samples:
+        b = LatencyHistogram.bucket(ms)
+        counts[b] = counts.get(b, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_compact_histogram_matches_bucket_counts_through_adds_merges_and_json(seed: int) -> None:
+    """A histogram keeps no dict while its samples share one bucket; whatever it stores, its buckets, merges,
+    percentiles and JSON must equal those of plain per-bucket counting."""
+    rng = np.random.default_rng(seed)
+    # few distinct values, so many histograms stay in one bucket and some merges cross into a second
+    samples = [float(v) for v in rng.choice([0.5, 3.0, 3.1, 40.0, 41.0, 900.0], size=int(rng.integers(0, 12)))]
+    cut = int(rng.integers(0, len(samples) + 1))
+    left, right, whole = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    for ms in samples[:cut]:
+        left.add(ms)
+    for ms in samples[cut:]:
+        right.add(ms)
+    for ms in samples:
+        whole.add(ms)
+    left.merge(right)
+    expected = reference_counts(samples)
+    for h in (left, whole):
+        assert h.buckets() == expected and h.n == len(samples)
+        assert (h.counts is None) == (len(expected) <= 1)
+        back = LatencyHistogram.from_dict(as_json(h.to_dict()))  # type: ignore[arg-type]
+        assert back == h and back.buckets() == expected and back.to_dict() == h.to_dict()
+    assert left == whole
+    for q in (0.5, 0.95, 1.0):
+        assert left.percentile(q) == whole.percentile(q)
+
+
+def test_totals_share_no_mutable_state() -> None:
+    """Totals without cache hits share one read-only empty mapping; the first hit gives a total its own dict."""
+    a, b = Totals(), Totals()
+    a.add(cache="exact")
+    a.merge(Totals.from_dict({"requests": 1, "cache_hits": {"semantic": 2}}))
+    assert dict(a.cache_hits) == {"exact": 1, "semantic": 2}
+    assert dict(b.cache_hits) == {} and Totals().cache_hits == {}
+    b.merge(a)
+    assert dict(b.cache_hits) == {"exact": 1, "semantic": 2} and b.cache_hits is not a.cache_hits
+
+
+def test_merging_two_one_bucket_histograms_of_different_buckets() -> None:
+    a, b, same = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    a.add(3.0)
+    b.add(40.0)
+    b.add(41.0)
+    same.add(3.05)
+    a.merge(same)
+    assert a.counts is None and a.buckets() == {LatencyHistogram.bucket(3.0): 2}
+    a.merge(b)
+    assert a.buckets() == reference_counts([3.0, 3.05, 40.0, 41.0]) and a.n == 4
+    assert a.percentile(0.25) == pytest.approx(3.0, rel=0.05) and a.percentile(1.0) == pytest.approx(41.0, rel=0.05)
