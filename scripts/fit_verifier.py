@@ -40,7 +40,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streams.evaluation.cache_eval import Pairs, decide, embed_cosines, metrics, read_pairs  # noqa: E402
+from streams.evaluation.cache_eval import (  # noqa: E402
+    Pairs,
+    decide,
+    embed_cosines,
+    metrics,
+    precision_at_recall,
+    read_pairs,
+)
 from streams.policy.verifier import FEATURE_NAMES, PARAMS_PATH, Verifier, pair_features  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -165,18 +172,6 @@ def select(rows: list[Row], args: argparse.Namespace) -> tuple[Row, str]:
     return max(rows, key=lambda r: r[1]), "WARNING: recall/PAWS targets not reachable in CV"
 
 
-def precision_at_recall(labels: np.ndarray, score: np.ndarray) -> dict[str, float]:
-    """Precision of the top-ranked pairs at each recall level: what any threshold on this score could reach.
-    Flat and below 1 even at tiny recall means label noise at the top, not a threshold problem."""
-    order = np.argsort(-score, kind="stable")
-    true_hits = np.cumsum(labels[order])
-    out = {}
-    for level in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
-        k = int(np.searchsorted(true_hits, level * labels.sum()))
-        out[f"{level:.2f}"] = round(float(true_hits[k] / (k + 1)), 4)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qqp", default=str(DATA / "qqp_balanced_5k.tsv"))
@@ -248,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             name: {"mean": round(float(spread[:, j].mean()), 4), "std": round(float(spread[:, j].std()), 4)}
             for j, name in enumerate(("threshold", "qqp_precision", "qqp_recall", "paws_false_hit_rate", "gpt_recall"))
         },
-        "qqp_precision_at_recall": precision_at_recall(qqp.labels, np.where(qcos >= args.min_cosine, oof[0], -1.0)),
+        "qqp_precision_at_recall": precision_at_recall(
+            qqp.labels, qcos, oof[0], args.min_cosine, (0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
+        ),
         "note": note,
     }
     print(f"\nthreshold {threshold:.2f}: {note}")

@@ -130,6 +130,35 @@ def sweep(
     return [(t, metrics(labels, decide(cosines, scores, t, min_cosine))) for t in thresholds]
 
 
+RECALL_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def precision_at_recall(
+    labels: np.ndarray,
+    cosines: np.ndarray,
+    scores: np.ndarray,
+    min_cosine: float,
+    levels: Sequence[float] = RECALL_LEVELS,
+) -> dict[str, float | None]:
+    """The best precision of any threshold on ``scores`` whose recall is at least each level (pairs below the
+    cosine floor are never hits). Why: it separates a threshold problem from a ranking one; below 1 even at low
+    recall means the top of the ranking holds should-not-hit pairs (label noise, or what the verifier misses).
+    None where the level is out of reach (too few should-hit pairs above the floor)."""
+    labels = np.asarray(labels, dtype=bool)
+    reachable = np.asarray(cosines) >= min_cosine
+    ranked = np.asarray(scores, dtype=np.float64)[reachable]
+    order = np.argsort(-ranked, kind="stable")
+    true_hits = np.cumsum(labels[reachable][order])
+    precision = true_hits / np.arange(1, true_hits.size + 1)
+    # a threshold keeps whole groups of equal scores: only the end of a group is a place to cut
+    cut = np.append(ranked[order][1:] != ranked[order][:-1], True) if ranked.size else np.zeros(0, dtype=bool)
+    out: dict[str, float | None] = {}
+    for level in levels:
+        ok = cut & (true_hits >= level * labels.sum()) if labels.any() else np.zeros_like(cut)
+        out[f"{level:.2f}"] = round(float(precision[ok].max()), 4) if ok.any() else None
+    return out
+
+
 def embed_cosines(a: Sequence[str], b: Sequence[str], cache_dir: str | Path | None = None) -> np.ndarray:
     """Cosine of each (a[i], b[i]) with the production embedder; each distinct text is embedded once.
 
@@ -182,7 +211,18 @@ def report(
         f"cosine only (>= {min_cosine:.2f}, no verifier): precision {_fmt(base.precision)} recall "
         f"{_fmt(base.recall)} false-hit rate {_fmt(base.false_hit_rate)}"
     )
-    summary: dict[str, Any] = {**asdict(m), "threshold": threshold, "min_cosine": min_cosine, "layout": pairs.layout}
+    ceiling = precision_at_recall(pairs.labels, cosines, scores, min_cosine)
+    lines.append(
+        "best precision any threshold reaches, at recall: "
+        + "  ".join(f"{level} {_fmt(p)}" for level, p in ceiling.items())
+    )
+    summary: dict[str, Any] = {
+        **asdict(m),
+        "threshold": threshold,
+        "min_cosine": min_cosine,
+        "layout": pairs.layout,
+        "precision_at_recall": ceiling,
+    }
     return lines, summary
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streams.evaluation import cache_eval
-from streams.evaluation.cache_eval import decide, metrics, read_pairs, sweep
+from streams.evaluation.cache_eval import decide, metrics, precision_at_recall, read_pairs, sweep
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -116,9 +116,34 @@ def test_run_prints_metrics_and_ends_with_one_json_line(tmp_path: Path, capsys: 
     summary = json.loads(out[-1])
     assert {"precision", "recall", "false_hit_rate", "n", "hit_rate", "threshold", "min_cosine"} <= set(summary)
     assert summary["n"] == 4 and summary["false_hit_rate"] == 0.0 and summary["recall"] == 1.0
+    assert any(line.startswith("best precision any threshold reaches") for line in out[:-1])
+    assert summary["precision_at_recall"]["0.50"] == 1.0  # the verifier ranks both paraphrases first
 
 
 def test_run_reports_a_bad_file_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = parse(["--pairs", str(tmp_path / "missing.tsv")])
     assert args.func(args) == 2
     assert "sluice eval cache" in capsys.readouterr().err
+
+
+def test_precision_at_recall_is_the_best_any_threshold_reaches() -> None:
+    """Ranked by score: right, wrong, right, right (and one should-hit pair below the cosine floor, unreachable)."""
+    labels = np.array([True, False, True, True, True])
+    cosines = np.array([0.9, 0.9, 0.9, 0.9, 0.5])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.99])
+    got = precision_at_recall(labels, cosines, scores, 0.8, (0.25, 0.5, 0.75, 1.0))
+    assert got == {"0.25": 1.0, "0.50": 0.75, "0.75": 0.75, "1.00": None}
+    for level, p in got.items():  # each value is what the best threshold at that recall gives
+        if p is None:
+            continue
+        best = max(
+            (m.precision or 0.0)
+            for t in scores
+            if (m := metrics(labels, decide(cosines, scores, t, 0.8))).recall is not None and m.recall >= float(level)
+        )
+        assert p == round(best, 4)
+    tied = precision_at_recall(np.array([True, True, False]), np.full(3, 0.9), np.full(3, 0.5), 0.8, (0.5,))
+    assert tied == {"0.50": 0.6667}  # no threshold separates equal scores
+    assert precision_at_recall(np.array([False]), np.array([0.9]), np.array([0.9]), 0.8) == {
+        f"{level:.2f}": None for level in (0.1, 0.2, 0.3, 0.4, 0.5)
+    }

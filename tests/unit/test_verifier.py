@@ -179,11 +179,10 @@ def _fit_script():  # scripts/ is not a package: load the refit script by path
     return module
 
 
-def test_precision_at_recall_reads_precision_of_the_top_ranked_pairs() -> None:
-    fit = _fit_script()
+def test_precision_at_recall_is_the_best_precision_at_or_above_each_recall() -> None:
+    fit = _fit_script()  # the script reports the ranking ceiling with sluice eval cache's function
     labels = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1] * 4, dtype=bool)  # 24 positives
     score = np.linspace(1.0, 0.0, labels.size)  # ranked in file order
-    curve = fit.precision_at_recall(labels, score)
-    assert curve["0.05"] == round(2 / 3, 4)  # recall 0.05 needs 2 positives: ranks 1 and 3
-    assert curve["0.50"] == round(12 / 20, 4)  # the 12th positive sits at rank 20
-    assert all(0.0 < v <= 1.0 for v in curve.values())
+    curve = fit.precision_at_recall(labels, np.ones(labels.size), score, 0.8, (0.05, 0.5))
+    assert curve["0.05"] == 0.75  # recall 0.05 needs 2 positives: cutting at rank 4 keeps 3 of 4
+    assert curve["0.50"] == 0.625  # 12 positives: rank 20 keeps 12/20, rank 24 keeps 15/24
