@@ -279,8 +279,9 @@ def main() -> int:
         kept = json.loads(out.read_text())
         if bool(kept.get("quick")) == args.quick:
             benches = {**kept.get("benches", {}), **benches}
-            doc.update(
-                started=kept.get("started", started), wall_s=kept.get("wall_s"), rerun={n: started for n in names}
+            doc.update(  # the header stays the full run's; ``rerun`` says what was measured since
+                {k: kept[k] for k in ("started", "broker", "cpus", "wall_s") if k in kept},
+                rerun={**kept.get("rerun", {}), **{n: started for n in names}},
             )
     doc.update(targets=verdicts(benches), benches=benches)
     doc.setdefault("wall_s", wall)
