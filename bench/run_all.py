@@ -139,20 +139,15 @@ def run_bench(name: str, quick: bool, env: dict[str, str], log_dir: Path) -> dic
     print(f"== {name}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     t0, at = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S")
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
-    wall = round(time.monotonic() - t0, 1)
+    run = {"bench_wall_s": round(time.monotonic() - t0, 1), "ran_at": at}
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        return {"error": f"exit code {proc.returncode}", "stdout_tail": lines[-10:], "bench_wall_s": wall, "ran_at": at}
+        return {"error": f"exit code {proc.returncode}", "stdout_tail": lines[-10:], **run}
     try:
         result = json.loads(lines[-1])
     except json.JSONDecodeError:
-        return {
-            "error": "no JSON on the last stdout line",
-            "stdout_tail": lines[-10:],
-            "bench_wall_s": wall,
-            "ran_at": at,
-        }
-    return {**result, "bench_wall_s": wall, "ran_at": at}
+        return {"error": "no JSON on the last stdout line", "stdout_tail": lines[-10:], **run}
+    return {**result, **run}
 
 
 def rss_value(benches: dict[str, Any]) -> tuple[Any, str]:
