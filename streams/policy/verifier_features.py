@@ -41,13 +41,14 @@ allow block|show hide|push pull|send receive|lend borrow|encrypt decrypt|encode 
 cause effect|install uninstall|lock unlock|connect disconnect|mount unmount|zip unzip|block unblock|follow unfollow|
 subscribe unsubscribe|activate deactivate|login logout|signin signout|upgrade downgrade|ascending descending|
 forward backward|left right|east west|north south|male female|man woman|men women|boy girl|he she|his her|him her|
-husband wife|boyfriend girlfriend|father mother|son daughter|brother sister|king queen|public private|legal illegal|
-valid invalid|possible impossible|pros cons|causes effects|advantages disadvantages|benefits drawbacks|
-strengths weaknesses|rise fall|gain loss|profit loss|arrive depart|arrival departure|enter exit|morning evening|
-day night|summer winter|early late|earlier later|past future|always never|all none|everyone nobody|plus minus|odd even|
-light dark|white black|wet dry|full empty|safe dangerous|healthy unhealthy|happy sad|internal external|online offline|
-vertical horizontal|physical mental|undergraduate graduate|bachelor master|junior senior|employer employee|minor major|
-teacher student|buyer seller|client server|host guest|parent child|parents children"""
+husband wife|boyfriend girlfriend|soft hard|gain lose|raw cooked|father mother|son daughter|brother sister|king queen|
+public private|legal illegal|valid invalid|possible impossible|pros cons|causes effects|advantages disadvantages|
+benefits drawbacks|strengths weaknesses|rise fall|gain loss|profit loss|arrive depart|arrival departure|enter exit|
+morning evening|day night|summer winter|early late|earlier later|past future|always never|all none|everyone nobody|
+plus minus|odd even|light dark|white black|wet dry|full empty|safe dangerous|healthy unhealthy|happy sad|
+internal external|online offline|vertical horizontal|physical mental|undergraduate graduate|bachelor master|
+junior senior|employer employee|minor major|teacher student|buyer seller|client server|host guest|parent child|
+parents children"""
 _ANTONYMS: dict[str, set[str]] = {}
 for _pair in _ANTONYM_TEXT.replace("\n", "").split("|"):
     _x, _y = _pair.split()

@@ -107,6 +107,7 @@ def test_enable_vs_disable_2fa_scores_below_threshold(verifier: Verifier) -> Non
         ("Is coffee good for your health?", "Is coffee not good for your health?", 0.964),
         ("How do I write a C++ program to reverse a list?", "How do I write a C program to reverse a list?", 0.882),
         ("What's it like to have a boyfriend?", "What's it like to have a girlfriend?", 0.875),
+        ("How long should I boil an egg for a soft yolk?", "How long should I boil an egg for a hard yolk?", 0.966),
     ],
 )
 def test_meaning_flips_are_rejected(verifier: Verifier, a: str, b: str, cosine: float) -> None:
