@@ -120,6 +120,21 @@ def test_run_prints_metrics_and_ends_with_one_json_line(tmp_path: Path, capsys: 
     assert summary["precision_at_recall"]["0.50"] == 1.0  # the verifier ranks both paraphrases first
 
 
+NEAR_MISSES = Path(__file__).resolve().parent.parent / "fixtures" / "near_miss_pairs.jsonl"
+
+
+def test_hand_written_near_misses_are_never_served(capsys: pytest.CaptureFixture[str]) -> None:
+    """42 prompts one word, one entity, one number or one direction away from a cached one (2FA on/off, km to miles
+    and back, C++ and C, soft and hard yolk) and 20 paraphrases, through the real embedder and the shipped verifier.
+    A regression check written while tuning, not an estimate: the QQP/PAWS cross-validation is that."""
+    args = parse(["--pairs", str(NEAR_MISSES), "--json"])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["n"], summary["negatives"]) == (62, 42)
+    assert summary["false_hits"] == 0
+    assert summary["recall"] >= 0.5  # and a strict verifier still serves most of the true paraphrases
+
+
 def test_run_reports_a_bad_file_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = parse(["--pairs", str(tmp_path / "missing.tsv")])
     assert args.func(args) == 2
