@@ -49,11 +49,15 @@ plus minus|odd even|light dark|white black|wet dry|full empty|safe dangerous|hea
 internal external|online offline|vertical horizontal|physical mental|undergraduate graduate|bachelor master|
 junior senior|employer employee|minor major|teacher student|buyer seller|client server|host guest|parent child|
 parents children"""
+# Words of which any two name different things (when, which day, which month): each pair counts as antonyms.
+_EXCLUSIVE_TEXT = """today tomorrow yesterday tonight|morning afternoon evening night|
+monday tuesday wednesday thursday friday saturday sunday|spring summer autumn winter|
+january february march april june july august september october november december"""
 _ANTONYMS: dict[str, set[str]] = {}
-for _pair in _ANTONYM_TEXT.replace("\n", "").split("|"):
-    _x, _y = _pair.split()
-    _ANTONYMS.setdefault(_x, set()).add(_y)
-    _ANTONYMS.setdefault(_y, set()).add(_x)
+for _group in (_ANTONYM_TEXT + "|" + _EXCLUSIVE_TEXT).replace("\n", "").split("|"):
+    _words = _group.split()
+    for _x in _words:
+        _ANTONYMS.setdefault(_x, set()).update(w for w in _words if w != _x)
 _NEG_PREFIX = re.compile(r"^(un|dis|non|de|in|im|il|ir|anti|mis)-?(\w{4,})$")
 
 # Column order of the fitted trees; verifier.json repeats it and load() refuses params fitted on another list.

@@ -38,6 +38,10 @@ def test_enable_vs_disable_is_an_antonym_and_a_paraphrase_is_not() -> None:
     assert feats("How do I lock the screen?", "How do I unlock the screen?")["antonym"] == 1.0
     assert feats("Should I buy Tesla stock?", "Should I sell Tesla stock?")["antonym"] == 1.0
     assert feats("How do I enable 2FA?", "How can I turn on two-factor auth?")["antonym"] == 0.0
+    # Any two words of one group (days, times of day, weekdays, seasons, months) name different things.
+    assert feats("Weather in Paris today?", "Weather in Paris tomorrow?")["antonym"] == 1.0
+    assert feats("Is the museum open on Monday?", "Is the museum open on Sundays?")["antonym"] == 1.0
+    assert feats("Flights to Rome in March", "Flights to Rome in May")["antonym"] == 0.0  # 'may' is a verb too
 
 
 def test_number_mismatch_only_when_both_sides_name_different_numbers() -> None:
