@@ -46,6 +46,7 @@ from streams.policy.seen_ids import SeenIds
 
 EPS: Final = 1e-9  # USD: float noise must not reject an exact fit
 DAY_MS: Final = 86_400_000
+RESERVATION_TTL_MS: Final = 15 * 60_000  # an unsettled reservation is released after this
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class BudgetLedger:
     reserved: dict[str, float] = field(default_factory=dict)  # request id -> USD held
     reserved_at: dict[str, int] = field(default_factory=dict)  # request id -> epoch ms reserved
     soft_alerted: bool = False
-    reservation_ttl_ms: int = 15 * 60_000
+    reservation_ttl_ms: int = RESERVATION_TTL_MS
     max_settled: int = 10_000
     settled_ttl_ms: int = DAY_MS
     settled: SeenIds = field(init=False)
@@ -211,19 +212,26 @@ class BudgetLedger:
         return self.reserved.pop(request_id, None) is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "soft_usd": self.soft_usd,
-            "hard_usd": self.hard_usd,
-            "period_ms": self.period_ms,
-            "period_start": self.period_start,
-            "spent": self.spent,
-            "reserved": dict(self.reserved),
-            "reserved_at": dict(self.reserved_at),
-            "soft_alerted": self.soft_alerted,
-            "reservation_ttl_ms": self.reservation_ttl_ms,
-            "settled": self.settled.to_dict(),
-        }
+        """The row; fields at their default (no limit, nothing reserved) are left out, as from_dict reads them: most
+        session rows have no limits and nothing open, and the admit stage holds one per live session."""
+        d: dict[str, Any] = {"key": self.key, "spent": self.spent, "settled": self.settled.to_dict()}
+        if self.soft_usd is not None:
+            d["soft_usd"] = self.soft_usd
+        if self.hard_usd is not None:
+            d["hard_usd"] = self.hard_usd
+        if self.period_ms is not None:
+            d["period_ms"] = self.period_ms
+        if self.period_start:
+            d["period_start"] = self.period_start
+        if self.reserved:
+            d["reserved"] = dict(self.reserved)
+        if self.reserved_at:
+            d["reserved_at"] = dict(self.reserved_at)
+        if self.soft_alerted:
+            d["soft_alerted"] = True
+        if self.reservation_ttl_ms != RESERVATION_TTL_MS:
+            d["reservation_ttl_ms"] = self.reservation_ttl_ms
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BudgetLedger:
@@ -240,7 +248,7 @@ class BudgetLedger:
             reserved={str(k): float(v) for k, v in (d.get("reserved") or {}).items()},
             reserved_at={str(k): int(v) for k, v in (d.get("reserved_at") or {}).items()},
             soft_alerted=bool(d.get("soft_alerted", False)),
-            reservation_ttl_ms=int(d.get("reservation_ttl_ms", 15 * 60_000)),
+            reservation_ttl_ms=int(d.get("reservation_ttl_ms", RESERVATION_TTL_MS)),
         )
         if d.get("settled"):
             ledger.settled = SeenIds.from_dict(d["settled"])

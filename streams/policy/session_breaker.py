@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final
 
 import numpy as np
@@ -106,10 +106,17 @@ class SessionState:
         dropped from the garbage collector's tracking, so a table of a million idle sessions costs its full
         collections nothing (with lists, every row was walked by each one: 100-190 ms pauses every few seconds
         in bench/pipeline_bench.py)."""
-        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        d["req_times"] = tuple(self.req_times)
-        d["cost_buckets"] = tuple(tuple(b) for b in self.cost_buckets)
-        d["last_vector"] = None if self.last_vector is None else tuple(self.last_vector)
+        d: dict[str, Any] = {"session": self.session, "tenant": self.tenant}
+        for name, default in _STATE_DEFAULTS:  # fields at their default are left out: a quiet row is mostly those
+            value = getattr(self, name)
+            if value != default:
+                d[name] = value
+        if self.req_times:
+            d["req_times"] = tuple(self.req_times)
+        if self.cost_buckets:
+            d["cost_buckets"] = tuple(tuple(b) for b in self.cost_buckets)
+        if self.last_vector is not None:
+            d["last_vector"] = tuple(self.last_vector)
         return d
 
     @classmethod
@@ -120,6 +127,14 @@ class SessionState:
         state.cost_buckets = [list(b) for b in state.cost_buckets]  # updated in place (observe_cost)
         state.last_vector = None if state.last_vector is None else list(state.last_vector)
         return state
+
+
+# The scalar fields and their defaults, which to_dict leaves out (from_dict restores them as dataclass defaults).
+_STATE_DEFAULTS: Final = tuple(
+    (f.name, f.default)
+    for f in fields(SessionState)
+    if f.name not in ("session", "tenant", "req_times", "cost_buckets", "last_vector")
+)
 
 
 @dataclass(frozen=True)
@@ -254,7 +269,7 @@ def observe_cost(state: SessionState, now: int, cost_usd: float, *, config: Brea
     buckets = [b for b in state.cost_buckets if b[0] + config.cost_bucket_ms > horizon]
     if buckets and buckets[-1][0] == start:
         buckets[-1][1] += float(cost_usd)
-    else:
+    elif cost_usd:  # a free answer (a cache hit) adds nothing to the window: no empty bucket in the row
         buckets.append([start, float(cost_usd)])
     state.cost_buckets = buckets
     if sum(b[1] for b in buckets) > config.max_cost_usd:

@@ -198,6 +198,24 @@ def test_state_round_trips_through_json() -> None:
     assert BudgetLedger.from_dict({"hard_usd": 1}).hard_usd == 1.0
 
 
+def test_a_row_leaves_out_fields_at_their_default_and_reads_back_the_same() -> None:
+    """Most session rows have no limits and nothing open: those fields are not written (a quarter of a row)."""
+    quiet = BudgetLedger(key="s")
+    quiet.reserve("a", 0.2, T0)
+    quiet.settle("a", 0.1, T0)
+    assert set(quiet.to_dict()) == {"key", "spent", "settled"}
+    full = BudgetLedger(key="t", soft_usd=0.5, hard_usd=2.0, period_ms=3_600_000, reservation_ttl_ms=60_000)
+    full.reserve("b", 0.4, T0 + 3_600_000)
+    full.reserve("c", 1.3, T0 + 3_600_000)
+    assert full.soft_alerted and full.period_start
+    for ledger in (quiet, full):
+        copy = roundtrip(ledger)
+        assert copy.to_dict() == ledger.to_dict()
+        fields = ("soft_usd", "hard_usd", "period_ms", "period_start", "spent", "reserved", "reserved_at")
+        assert all(getattr(copy, f) == getattr(ledger, f) for f in fields)
+        assert (copy.soft_alerted, copy.reservation_ttl_ms) == (ledger.soft_alerted, ledger.reservation_ttl_ms)
+
+
 def test_settled_ids_are_bounded() -> None:
     ledger = BudgetLedger(max_settled=10, settled_ttl_ms=60_000)
     for i in range(25):

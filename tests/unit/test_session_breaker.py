@@ -216,6 +216,22 @@ def test_state_survives_json_round_trips_mid_run() -> None:
     assert st.state == OPEN and st.to_dict() == roundtrip(st).to_dict()
 
 
+def test_a_row_leaves_out_fields_at_their_default() -> None:
+    """A fresh session writes only its names; a tripped one writes what it changed, and reads back the same."""
+    st = fresh()
+    assert set(st.to_dict()) == {"session", "tenant"}
+    observe_cost(st, T0, 0.0)  # a free answer leaves no bucket behind
+    assert st.cost_buckets == [] and "cost_buckets" not in st.to_dict()
+    for i in range(3):
+        observe_request(st, T0 + i * 100, LOOP, [0.5, 0.5])
+    observe_cost(st, T0 + 300, 0.01)
+    assert roundtrip(st) == st and {"req_times", "cost_buckets", "last_hash", "repeats"} <= set(st.to_dict())
+    for i in range(3, CFG.max_repeats):
+        observe_request(st, T0 + i * 100, LOOP, [0.5, 0.5])
+    assert st.state == OPEN  # a trip empties the windows
+    assert roundtrip(st) == st and {"state", "reason", "until_ms", "trips", "streak"} <= set(st.to_dict())
+
+
 def test_tick_publishes_half_open() -> None:
     st = fresh()
     at = trip_by_loop(st)
