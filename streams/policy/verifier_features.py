@@ -70,9 +70,19 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
 N_FEATURES = len(FEATURE_NAMES)
 
 
+# Contractions typed without the apostrophe, as their spelled form ('dont' must negate as "don't" does).
+_BARE_CONTRACTIONS = {
+    w.replace("'", ""): w
+    for w in """what's that's there's where's who's how's it's don't doesn't didn't can't won't isn't aren't
+    wasn't weren't couldn't shouldn't wouldn't haven't hasn't i'm i've you're they're""".split()
+    if w != "it's"  # 'its' is a word
+}
+
+
 def tokenize(text: str) -> list[str]:
     """Lowercased word/number tokens (any script); keeps n't and 's attached so negation survives."""
-    return _TOKEN.findall(text.lower().replace("’", "'"))
+    tokens = _TOKEN.findall(text.lower().replace("’", "'"))
+    return [_BARE_CONTRACTIONS.get(t, t) for t in tokens]
 
 
 def stem(token: str) -> str:
