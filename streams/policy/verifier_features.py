@@ -53,11 +53,18 @@ parents children"""
 _EXCLUSIVE_TEXT = """today tomorrow yesterday tonight|morning afternoon evening night|
 monday tuesday wednesday thursday friday saturday sunday|spring summer autumn winter|
 january february march april june july august september october november december"""
+# Two ends of one scale, each word of one end against each of the other: how much answer a prompt asks for.
+_OPPOSED = (("brief concise short summary word", "detail detailed thorough lengthy comprehensive"),)
 _ANTONYMS: dict[str, set[str]] = {}
 for _group in (_ANTONYM_TEXT + "|" + _EXCLUSIVE_TEXT).replace("\n", "").split("|"):
     _words = _group.split()
     for _x in _words:
         _ANTONYMS.setdefault(_x, set()).update(w for w in _words if w != _x)
+for _left, _right in _OPPOSED:
+    for _x in _left.split():
+        _ANTONYMS.setdefault(_x, set()).update(_right.split())
+    for _x in _right.split():
+        _ANTONYMS.setdefault(_x, set()).update(_left.split())
 _NEG_PREFIX = re.compile(r"^(un|dis|non|de|in|im|il|ir|anti|mis)-?(\w{4,})$")
 
 # Column order of the fitted trees; verifier.json repeats it and load() refuses params fitted on another list.
