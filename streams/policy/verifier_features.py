@@ -112,6 +112,15 @@ def numbers(tokens: Sequence[str]) -> set[str]:
     return {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
 
 
+_OPERATOR = re.compile(r"[<>=!+*/%^&|~]+")
+
+
+def operators(text: str) -> set[str]:
+    """Operator runs outside words ('age > 30' -> {'>'}, '3 // 2' -> {'//'}): the tokens drop them, yet they
+    change what code or a formula means. A run of '!' alone is punctuation; 'C++' is a word (a token)."""
+    return {op for op in _OPERATOR.findall(_TOKEN.sub(" ", text.lower())) if op.strip("!")}
+
+
 def _negations(tokens: Sequence[str]) -> list[int]:
     """Positions of negating tokens, skipping the non-negating 'why not' / 'or not' / 'if not'."""
     return [
@@ -222,6 +231,7 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
     cb = {t for t in sb - sa if t not in STOPWORDS and t not in WH_WORDS}
     content = {t for t in sa | sb if t not in STOPWORDS and t not in WH_WORDS}
     na, nb = numbers(ta), numbers(tb)
+    oa, ob = operators(a), operators(b)  # an operator swapped for another counts as a differing number
     ent_a = {e for e in entities(a) if stem(e) not in sb}
     ent_b = {e for e in entities(b) if stem(e) not in sa}
     wa, wb = [t for t in ta if t in WH_WORDS][:1], [t for t in tb if t in WH_WORDS][:1]
@@ -243,7 +253,7 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
             min(len(ca), len(cb), 3),
             min(max(len(ca), len(cb)), 5),
             (len(ca) + len(cb)) / max(len(content), 1),
-            float(bool(na) and bool(nb) and na != nb),
+            float((bool(na) and bool(nb) and na != nb) or (bool(oa - ob) and bool(ob - oa))),
             float(na != nb and not (na and nb)),
             float(len(nega) % 2 != len(negb) % 2),
             float(len(nega) % 2 != len(negb) % 2 and plain_a == plain_b),

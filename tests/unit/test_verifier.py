@@ -51,6 +51,11 @@ def test_number_mismatch_only_when_both_sides_name_different_numbers() -> None:
     assert feats("Is the iPhone 6 good?", "Is the iPhone 7 good?")["number_mismatch"] == 1.0
     assert feats("Is it in v2.10.0?", "Is it in version 2.10.0?")["number_mismatch"] == 0.0
     assert feats("What are the five best movies?", "What are the 5 best movies?")["number_mismatch"] == 0.0
+    # An operator swapped for another is a different number too; one side's extra '/' or '&' is not.
+    assert feats("Explain: WHERE age > 30", "Explain: WHERE age < 30")["number_mismatch"] == 1.0
+    assert feats("Output of print(3 // 2)?", "Output of print(3 / 2)?")["number_mismatch"] == 1.0
+    assert feats("Is C++ hard? Really!", "Is C++ hard?!")["number_mismatch"] == 0.0
+    assert feats("Where were you/what did you do on 9/11?", "Where were you on 9/11?")["number_mismatch"] == 0.0
     one_sided = feats("Top 10 recruitment portals", "Best recruitment portals")
     assert one_sided["number_mismatch"] == 0.0 and one_sided["number_one_sided"] == 1.0
 
