@@ -41,20 +41,23 @@ allow block|show hide|push pull|send receive|lend borrow|encrypt decrypt|encode 
 cause effect|install uninstall|lock unlock|connect disconnect|mount unmount|zip unzip|block unblock|follow unfollow|
 subscribe unsubscribe|activate deactivate|login logout|signin signout|upgrade downgrade|ascending descending|
 forward backward|left right|east west|north south|male female|man woman|men women|boy girl|he she|his her|him her|
-husband wife|boyfriend girlfriend|soft hard|gain lose|raw cooked|father mother|son daughter|brother sister|king queen|
-public private|legal illegal|valid invalid|possible impossible|pros cons|causes effects|advantages disadvantages|
-benefits drawbacks|strengths weaknesses|rise fall|gain loss|profit loss|arrive depart|arrival departure|enter exit|
-morning evening|day night|summer winter|early late|earlier later|past future|always never|all none|everyone nobody|
-plus minus|odd even|light dark|white black|wet dry|full empty|safe dangerous|healthy unhealthy|happy sad|
-internal external|online offline|vertical horizontal|physical mental|undergraduate graduate|bachelor master|
-junior senior|employer employee|minor major|teacher student|buyer seller|client server|host guest|parent child|
-parents children"""
+husband wife|boyfriend girlfriend|cause prevent|soft hard|gain lose|raw cooked|father mother|son daughter|
+brother sister|king queen|public private|legal illegal|valid invalid|possible impossible|pros cons|causes effects|
+advantages disadvantages|benefits drawbacks|strengths weaknesses|rise fall|gain loss|profit loss|arrive depart|
+arrival departure|enter exit|morning evening|day night|summer winter|early late|earlier later|past future|always never|
+all none|everyone nobody|plus minus|odd even|light dark|white black|wet dry|full empty|safe dangerous|
+healthy unhealthy|happy sad|internal external|online offline|vertical horizontal|physical mental|
+undergraduate graduate|bachelor master|junior senior|employer employee|minor major|teacher student|buyer seller|
+client server|host guest|parent child|parents children"""
 # Words of which any two name different things (when, which day, which month): each pair counts as antonyms.
 _EXCLUSIVE_TEXT = """today tomorrow yesterday tonight|morning afternoon evening night|
 monday tuesday wednesday thursday friday saturday sunday|spring summer autumn winter|
 january february march april june july august september october november december"""
 # Two ends of one scale, each word of one end against each of the other: how much answer a prompt asks for.
-_OPPOSED = (("brief concise short summary word", "detail detailed thorough lengthy comprehensive"),)
+_OPPOSED = (
+    ("brief concise short summary word", "detail detailed thorough lengthy comprehensive"),
+    ("all every always", "some sometimes few"),  # not 'most': it also makes superlatives
+)
 _ANTONYMS: dict[str, set[str]] = {}
 for _group in (_ANTONYM_TEXT + "|" + _EXCLUSIVE_TEXT).replace("\n", "").split("|"):
     _words = _group.split()
@@ -107,9 +110,15 @@ def stem(token: str) -> str:
     return token
 
 
+_CLOCK = re.compile(r"(\d+)(?:[.:]\d+)?(am|pm)")
+
+
 def numbers(tokens: Sequence[str]) -> set[str]:
-    """Digit runs inside tokens ('v2.10' -> '2.10', '30th' -> '30') plus number words as digits ('five' == '5')."""
-    return {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
+    """Digit runs inside tokens ('v2.10' -> '2.10', '30th' -> '30') plus number words as digits ('five' == '5');
+    a time of day keeps its half ('7am' and '7 pm' -> '7am', '7pm')."""
+    found = {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
+    clock = _CLOCK.findall(" ".join(tokens).replace(" am", "am").replace(" pm", "pm"))
+    return found.union(hour + half for hour, half in clock) if clock else found
 
 
 _OPERATOR = re.compile(r"[<>=!+*/%^&|~]+")

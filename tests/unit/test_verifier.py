@@ -43,12 +43,16 @@ def test_enable_vs_disable_is_an_antonym_and_a_paraphrase_is_not() -> None:
     assert feats("Weather in Paris today?", "Weather in Paris tomorrow?")["antonym"] == 1.0
     assert feats("Is the museum open on Monday?", "Is the museum open on Sundays?")["antonym"] == 1.0
     assert feats("Flights to Rome in March", "Flights to Rome in May")["antonym"] == 0.0  # 'may' is a verb too
+    assert feats("Do all birds fly?", "Do some birds fly?")["antonym"] == 1.0
+    assert feats("Does ibuprofen cause drowsiness?", "Does ibuprofen prevent drowsiness?")["antonym"] == 1.0
 
 
 def test_number_mismatch_only_when_both_sides_name_different_numbers() -> None:
     assert feats("What is 15% of 200?", "What is 20% of 200?")["number_mismatch"] == 1.0
     assert feats("Best laptop under $1000", "Best laptop under $500")["number_mismatch"] == 1.0
     assert feats("Is the iPhone 6 good?", "Is the iPhone 7 good?")["number_mismatch"] == 1.0
+    assert feats("Set an alarm for 7am", "Set an alarm for 7 pm")["number_mismatch"] == 1.0
+    assert feats("Set an alarm for 7am", "Set an alarm for 7 am")["number_mismatch"] == 0.0
     assert feats("Is it in v2.10.0?", "Is it in version 2.10.0?")["number_mismatch"] == 0.0
     assert feats("What are the five best movies?", "What are the 5 best movies?")["number_mismatch"] == 0.0
     # An operator swapped for another is a different number too; one side's extra '/' or '&' is not.
