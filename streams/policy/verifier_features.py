@@ -1,7 +1,8 @@
 """Pair features for the semantic-cache verifier: cheap lexical evidence cosine similarity cannot see.
 
 Order-sensitive overlaps, numbers, negations, antonyms, named entities, question words and length, per pair of
-prompts. Pure stdlib + numpy; ``verifier.py`` scores these with the fitted model.
+prompts. Pure stdlib + numpy; ``verifier.py`` scores these with the fitted model, and the word lists they use
+live in ``verifier_lexicon.py``.
 """
 
 from __future__ import annotations
@@ -13,61 +14,19 @@ from collections.abc import Set as AbstractSet
 
 import numpy as np
 
+from streams.policy.verifier_lexicon import (
+    ANTONYMS,
+    BARE_CONTRACTIONS,
+    NEGATIONS,
+    NUMBER_WORDS,
+    STOPWORDS,
+    STRICT_WH,
+    WH_WORDS,
+    YES_NO,
+)
+
 _TOKEN = re.compile(r"[^\W_]+(?:[.,]\d+)*(?:'[^\W_]+)?(?:\+\+|#(?!\w))?")  # 'C++' and 'C#' are not 'C'
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
-_NUMBER_WORDS = {  # not 'one': mostly a pronoun ("one can ...")
-    w: str(i) for i, w in enumerate("_ _ two three four five six seven eight nine ten eleven twelve".split()) if i > 1
-} | {"twenty": "20", "thirty": "30", "fifty": "50", "hundred": "100", "thousand": "1000", "million": "1000000"}
-NEGATIONS = frozenset("not no never without cannot nor none nothing nobody neither nowhere".split())
-WH_WORDS = frozenset("what why how where when who whom whose which".split())
-_STRICT_WH = frozenset("who when where why".split())
-_YES_NO = frozenset(
-    "is are was were do does did can could should would will shall may might must have has had am".split()
-)
-STOPWORDS = frozenset(
-    """a an the of to in on at for from by with about as into over is are was were be been being am do does did
-    doing done have has had having i me my mine you your yours we our us he him his she her they them their it its
-    this that these those there here and or but if then so than too very can could should would will shall may
-    might must just also any some much many more most get got s t d ll re ve m one ones way ways best good
-    really actually possible""".split()
-)
-_ANTONYM_TEXT = """enable disable|increase decrease|before after|buy sell|max min|maximum minimum|maximize minimize|
-add remove|start stop|open close|on off|win lose|won lost|winner loser|up down|upload download|import export|
-input output|inside outside|above below|over under|upper lower|high low|higher lower|more less|most least|best worst|
-better worse|first last|old new|older newer|young old|cheap expensive|fast slow|faster slower|big small|bigger smaller|
-large small|larger smaller|long short|longer shorter|heavy light|hot cold|good bad|positive negative|true false|yes no|
-pass fail|success failure|rich poor|love hate|like dislike|agree disagree|accept reject|include exclude|allow deny|
-allow block|show hide|push pull|send receive|lend borrow|encrypt decrypt|encode decode|compress decompress|
-cause effect|install uninstall|lock unlock|connect disconnect|mount unmount|zip unzip|block unblock|follow unfollow|
-subscribe unsubscribe|activate deactivate|login logout|signin signout|upgrade downgrade|ascending descending|
-forward backward|left right|east west|north south|male female|man woman|men women|boy girl|he she|his her|him her|
-husband wife|boyfriend girlfriend|cause prevent|soft hard|gain lose|raw cooked|father mother|son daughter|
-brother sister|king queen|public private|legal illegal|valid invalid|possible impossible|pros cons|causes effects|
-advantages disadvantages|benefits drawbacks|strengths weaknesses|rise fall|gain loss|profit loss|arrive depart|
-arrival departure|enter exit|morning evening|day night|summer winter|early late|earlier later|past future|always never|
-all none|everyone nobody|plus minus|odd even|light dark|white black|wet dry|full empty|safe dangerous|
-healthy unhealthy|happy sad|internal external|online offline|vertical horizontal|physical mental|
-undergraduate graduate|bachelor master|junior senior|employer employee|minor major|teacher student|buyer seller|
-client server|host guest|parent child|parents children"""
-# Words of which any two name different things (when, which day, which month): each pair counts as antonyms.
-_EXCLUSIVE_TEXT = """today tomorrow yesterday tonight|morning afternoon evening night|
-monday tuesday wednesday thursday friday saturday sunday|spring summer autumn winter|
-january february march april june july august september october november december"""
-# Two ends of one scale, each word of one end against each of the other: how much answer a prompt asks for.
-_OPPOSED = (
-    ("brief concise short summary word", "detail detailed thorough lengthy comprehensive"),
-    ("all every always", "some sometimes few"),  # not 'most': it also makes superlatives
-)
-_ANTONYMS: dict[str, set[str]] = {}
-for _group in (_ANTONYM_TEXT + "|" + _EXCLUSIVE_TEXT).replace("\n", "").split("|"):
-    _words = _group.split()
-    for _x in _words:
-        _ANTONYMS.setdefault(_x, set()).update(w for w in _words if w != _x)
-for _left, _right in _OPPOSED:
-    for _x in _left.split():
-        _ANTONYMS.setdefault(_x, set()).update(_right.split())
-    for _x in _right.split():
-        _ANTONYMS.setdefault(_x, set()).update(_left.split())
 _NEG_PREFIX = re.compile(r"^(un|dis|non|de|in|im|il|ir|anti|mis)-?(\w{4,})$")
 
 # Column order of the fitted trees; verifier.json repeats it and load() refuses params fitted on another list.
@@ -80,19 +39,10 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
 N_FEATURES = len(FEATURE_NAMES)
 
 
-# Contractions typed without the apostrophe, as their spelled form ('dont' must negate as "don't" does).
-_BARE_CONTRACTIONS = {
-    w.replace("'", ""): w
-    for w in """what's that's there's where's who's how's it's don't doesn't didn't can't won't isn't aren't
-    wasn't weren't couldn't shouldn't wouldn't haven't hasn't i'm i've you're they're""".split()
-    if w != "it's"  # 'its' is a word
-}
-
-
 def tokenize(text: str) -> list[str]:
     """Lowercased word/number tokens (any script); keeps n't and 's attached so negation survives."""
     tokens = _TOKEN.findall(text.lower().replace("’", "'"))
-    return [_BARE_CONTRACTIONS.get(t, t) for t in tokens]
+    return [BARE_CONTRACTIONS.get(t, t) for t in tokens]
 
 
 def stem(token: str) -> str:
@@ -116,7 +66,7 @@ _CLOCK = re.compile(r"(\d+)(?:[.:]\d+)?(am|pm)")
 def numbers(tokens: Sequence[str]) -> set[str]:
     """Digit runs inside tokens ('v2.10' -> '2.10', '30th' -> '30') plus number words as digits ('five' == '5');
     a time of day keeps its half ('7am' and '7 pm' -> '7am', '7pm')."""
-    found = {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
+    found = {NUMBER_WORDS[t] for t in tokens if t in NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
     clock = _CLOCK.findall(" ".join(tokens).replace(" am", "am").replace(" pm", "pm"))
     return found.union(hour + half for hour, half in clock) if clock else found
 
@@ -212,7 +162,7 @@ def _antonym(only_a: AbstractSet[str], only_b: AbstractSet[str]) -> bool:
     fa, fb = _forms(only_a), _forms(only_b)
     fa, fb = fa - fb, fb - fa  # 'buy, sell' vs 'buying, selling' has both sides of the pair on both sides
     for x in fa:
-        opposite = _ANTONYMS.get(x)
+        opposite = ANTONYMS.get(x)
         if opposite is not None and not opposite.isdisjoint(fb) and opposite.isdisjoint(fa):
             return True
     for mine, other in ((fa, fb), (fb, fa)):
@@ -225,11 +175,11 @@ def _antonym(only_a: AbstractSet[str], only_b: AbstractSet[str]) -> bool:
 
 def _qtype(tokens: Sequence[str]) -> str:
     first = tokens[0] if tokens else ""
-    if first in _STRICT_WH:
+    if first in STRICT_WH:
         return first
     if first in ("how", "what", "which", "what's"):
         return "open"
-    return "yesno" if first in _YES_NO else "other"
+    return "yesno" if first in YES_NO else "other"
 
 
 def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
@@ -244,7 +194,7 @@ def pair_features(a: str, b: str, cosine: float) -> np.ndarray:
     ent_a = {e for e in entities(a) if stem(e) not in sb}
     ent_b = {e for e in entities(b) if stem(e) not in sa}
     wa, wb = [t for t in ta if t in WH_WORDS][:1], [t for t in tb if t in WH_WORDS][:1]
-    xa, xb = _STRICT_WH.intersection(ta), _STRICT_WH.intersection(tb)
+    xa, xb = STRICT_WH.intersection(ta), STRICT_WH.intersection(tb)
     nega, negb = _negations(ta), _negations(tb)
     plain_a = {stem(t) for i, t in enumerate(ta) if i not in nega and t not in STOPWORDS}
     plain_b = {stem(t) for i, t in enumerate(tb) if i not in negb and t not in STOPWORDS}
