@@ -25,7 +25,8 @@ from streams.policy.verifier_lexicon import (
     YES_NO,
 )
 
-_TOKEN = re.compile(r"[^\W_]+(?:[.,]\d+)*(?:'[^\W_]+)?(?:\+\+|#(?!\w))?")  # 'C++' and 'C#' are not 'C'
+# 'C++' and 'C#' are not 'C'; '180°C' is '180' and '°c', not 'c'.
+_TOKEN = re.compile(r"°?[^\W_]+(?:[.,]\d+)*(?:'[^\W_]+)?(?:\+\+|#(?!\w))?")
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 _NEG_PREFIX = re.compile(r"^(un|dis|non|de|in|im|il|ir|anti|mis)-?(\w{4,})$")
 
@@ -60,15 +61,15 @@ def stem(token: str) -> str:
     return token
 
 
-_CLOCK = re.compile(r"(\d+)(?:[.:]\d+)?(am|pm)")
+_UNIT = re.compile(r"(\d+)(?:[.:]\d+)? ?(am|pm|°c|°f)(?!\w)")
 
 
 def numbers(tokens: Sequence[str]) -> set[str]:
     """Digit runs inside tokens ('v2.10' -> '2.10', '30th' -> '30') plus number words as digits ('five' == '5');
-    a time of day keeps its half ('7am' and '7 pm' -> '7am', '7pm')."""
-    found = {NUMBER_WORDS[t] for t in tokens if t in NUMBER_WORDS}.union(_DIGITS.findall(" ".join(tokens)))
-    clock = _CLOCK.findall(" ".join(tokens).replace(" am", "am").replace(" pm", "pm"))
-    return found.union(hour + half for hour, half in clock) if clock else found
+    a time of day keeps its half and a temperature its scale ('7 pm' -> '7pm', '180°C' -> '180°c')."""
+    text = " ".join(tokens)
+    found = {NUMBER_WORDS[t] for t in tokens if t in NUMBER_WORDS}.union(_DIGITS.findall(text))
+    return found.union(value + unit for value, unit in _UNIT.findall(text))
 
 
 _OPERATOR = re.compile(r"[<>=!+*/%^&|~]+")

@@ -53,6 +53,7 @@ def test_number_mismatch_only_when_both_sides_name_different_numbers() -> None:
     assert feats("Is the iPhone 6 good?", "Is the iPhone 7 good?")["number_mismatch"] == 1.0
     assert feats("Set an alarm for 7am", "Set an alarm for 7 pm")["number_mismatch"] == 1.0
     assert feats("Set an alarm for 7am", "Set an alarm for 7 am")["number_mismatch"] == 0.0
+    assert feats("Bake at 180°C for how long?", "Bake at 180°F for how long?")["number_mismatch"] == 1.0
     assert feats("Is it in v2.10.0?", "Is it in version 2.10.0?")["number_mismatch"] == 0.0
     assert feats("What are the five best movies?", "What are the 5 best movies?")["number_mismatch"] == 0.0
     # An operator swapped for another is a different number too; one side's extra '/' or '&' is not.
