@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from streams.evaluation.cache_eval import (  # noqa: E402
     Pairs,
+    as_compared,
     decide,
     embed_cosines,
     metrics,
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names, sets = ("qqp", "paws", "gptcache"), []
     for name, path in zip(names, (args.qqp, args.paws, args.gptcache), strict=True):
-        pairs = read_pairs(path)
+        pairs = as_compared(read_pairs(path))
         cos = embed_cosines(pairs.a, pairs.b, args.cache_dir or None)
         sets.append((pairs, cos, feature_matrix(pairs, cos)))
         print(f"{name}: {len(pairs.a)} pairs, {int(pairs.labels.sum())} duplicates ({time.monotonic() - started:.0f}s)")

@@ -159,6 +159,14 @@ def precision_at_recall(
     return out
 
 
+def as_compared(pairs: Pairs) -> Pairs:
+    """The pairs as the semantic cache compares them (``semantic_text``: no greeting, no thanks), so the numbers
+    here are the pipeline's."""
+    from streams.policy.cache_key import semantic_text
+
+    return Pairs([semantic_text(t) for t in pairs.a], [semantic_text(t) for t in pairs.b], pairs.labels, pairs.layout)
+
+
 def embed_cosines(a: Sequence[str], b: Sequence[str], cache_dir: str | Path | None = None) -> np.ndarray:
     """Cosine of each (a[i], b[i]) with the production embedder; each distinct text is embedded once.
 
@@ -230,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     from streams.policy.verifier import Verifier
 
     try:
-        pairs = read_pairs(args.pairs)
+        pairs = as_compared(read_pairs(args.pairs))
     except (OSError, ValueError) as exc:
         print(f"sluice eval cache: {exc}", file=sys.stderr)
         return 2

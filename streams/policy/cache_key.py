@@ -24,6 +24,30 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+# A greeting before a request and thanks after it ("Hi! How do I reset my password? Thanks") ask what the bare
+# request asks. Only a greeting followed by punctuation is one ("Hello world in Java", "Hello, world" keep it), and
+# only thanks after a sentence's end or a comma ("Say thanks" keeps it).
+_GREETING = re.compile(
+    r"^(?:(?:hi|hello|hey|hiya|greetings|good (?:morning|afternoon|evening))(?: there| all| everyone)?\s*[,!.:;]+"
+    r"(?!\s*world\b)\s*)+",
+    re.IGNORECASE,
+)
+_THANKS = re.compile(
+    r"(?<=[.?!,])\s*(?:thanks|thank you|thx|cheers)(?: (?:so|very) much| a lot| in advance)?[\s.!]*$", re.IGNORECASE
+)
+
+
+def semantic_text(text: str) -> str:
+    """What the semantic cache compares (embeds and verifies): the normalized text without a leading greeting or
+    trailing thanks, unless nothing else is left. The exact key keeps them (it hashes the text as sent)."""
+    text = normalize_text(text)
+    core = _GREETING.sub("", text)
+    without_thanks = _THANKS.sub("", core)
+    if without_thanks != core:
+        core = without_thanks.rstrip(" ,")  # "Fix my code, thanks" -> "Fix my code"
+    return core or text
+
+
 def dedup_key(tenant: str, messages: Sequence[Message], params: dict[str, Any]) -> str:
     """Hex SHA-256 of (tenant, answer-changing params, normalized messages)."""
     body = {

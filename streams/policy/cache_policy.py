@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from schemas.records import Message, Request, Response
-from streams.policy.cache_key import normalize_text
+from streams.policy.cache_key import normalize_text, semantic_text
 from streams.policy.verifier import DEFAULT_MIN_COSINE, DEFAULT_THRESHOLD
 
 
@@ -53,11 +53,11 @@ def expired(created_at_ms: int, now_ms: int, policy: CachePolicy) -> bool:
 
 
 def query_text(messages: Sequence[Message]) -> str:
-    """What is embedded: the last user turn (the question being asked)."""
+    """What is embedded: the last user turn (the question being asked), as :func:`semantic_text` reads it."""
     for message in reversed(messages):
         if message.role == "user":
-            return normalize_text(message.content)
-    return normalize_text(messages[-1].content) if messages else ""
+            return semantic_text(message.content)
+    return semantic_text(messages[-1].content) if messages else ""
 
 
 def context_key(messages: Sequence[Message], params: Mapping[str, Any]) -> str:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import pytest
+
 from schemas.records import Message
-from streams.policy.cache_key import dedup_key, normalize_text
+from streams.policy.cache_key import dedup_key, normalize_text, semantic_text
+from streams.policy.cache_policy import query_text
 
 
 def _k(tenant: str, *turns: tuple[str, str], max_tokens: int = 16) -> str:
@@ -26,3 +29,26 @@ def test_multi_turn_requests_key_on_the_whole_conversation() -> None:
     three = _k("a", ("user", "Rome?"), ("assistant", "A city."), ("user", "tell me about it"))
     assert len({one, two, three}) == 3
     assert _k("a", ("system", "x"), ("user", "y")) != _k("a", ("user", "x"), ("user", "y"))
+
+
+@pytest.mark.parametrize(
+    ("sent", "compared"),
+    [
+        ("Hi! How do I reset my password?", "How do I reset my password?"),
+        ("Hey there,  how do I reset my password? Thanks!", "how do I reset my password?"),
+        ("Good morning! What is AI? Thank you so much.", "What is AI?"),
+        ("Fix my code, thanks", "Fix my code"),
+        ("Hello world in Java", "Hello world in Java"),  # no punctuation: not a greeting
+        ("Hello, World!", "Hello, World!"),  # the program, not a greeting
+        ("Say thanks", "Say thanks"),  # the request itself
+        ("Thanks!", "Thanks!"),  # nothing else left: kept
+    ],
+)
+def test_the_semantic_cache_compares_a_request_without_greeting_or_thanks(sent: str, compared: str) -> None:
+    assert semantic_text(sent) == compared
+    assert query_text([Message(role="user", content=sent)]) == compared
+    # The exact key still hashes the text as sent: a greeting is a different exact request.
+    if sent != compared:
+        assert dedup_key("t", [Message(role="user", content=sent)], {}) != dedup_key(
+            "t", [Message(role="user", content=compared)], {}
+        )

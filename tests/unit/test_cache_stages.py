@@ -176,6 +176,18 @@ async def test_verified_paraphrase_hits_and_a_flipped_meaning_does_not(h: Harnes
     assert all(score < missed["threshold"] for cos, score, same in missed["candidates"] if same)
 
 
+async def test_a_greeting_and_thanks_around_a_cached_request_still_hit(h: Harness) -> None:
+    stored = h.job("How do I reset my password?")
+    await h.look(stored)
+    await h.finish(stored, "Click 'Forgot password'.")
+    [hit] = responses(await h.look(h.job("Hi! How do I reset my password? Thanks!")))
+    cache = hit["route"]["cache"]
+    assert hit["tier"] == "cache" and cache["kind"] == "semantic" and cache["source_id"] == stored.request.id
+    assert cache["similarity"] > 0.999  # the same text was compared: greeting and thanks left out
+    [out] = await h.look(h.job("Hi! How do I reset my router?"))  # the request still has to match
+    assert out.topic == "sx.tier.local"
+
+
 async def test_no_hit_crosses_tenants_or_conversation_contexts(h: Harness) -> None:
     stored = h.job("How can I reset my password?", tenant="acme")
     await h.look(stored)
