@@ -19,6 +19,7 @@ from streams.policy.verifier_lexicon import (
     BARE_CONTRACTIONS,
     NEGATIONS,
     NUMBER_WORDS,
+    PHRASAL_IN_OUT,
     STOPWORDS,
     STRICT_WH,
     WH_WORDS,
@@ -40,10 +41,14 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
 N_FEATURES = len(FEATURE_NAMES)
 
 
+_PHRASAL = re.compile(r"\b(" + "|".join(sorted(PHRASAL_IN_OUT)) + r")(?:s|ed|ing)? (in|out)\b")
+
+
 def tokenize(text: str) -> list[str]:
-    """Lowercased word/number tokens (any script); keeps n't and 's attached so negation survives."""
-    tokens = _TOKEN.findall(text.lower().replace("’", "'"))
-    return [BARE_CONTRACTIONS.get(t, t) for t in tokens]
+    """Lowercased word/number tokens (any script); keeps n't and 's attached so negation survives, and joins
+    'zoom in' / 'zoom out' (lexicon.PHRASAL_IN_OUT) into one word each."""
+    text = _PHRASAL.sub(r"\1\2", text.lower().replace("’", "'"))
+    return [BARE_CONTRACTIONS.get(t, t) for t in _TOKEN.findall(text)]
 
 
 def stem(token: str) -> str:
@@ -148,11 +153,17 @@ def span_swap(ta: Sequence[str], tb: Sequence[str]) -> bool:
 
 
 def _forms(tokens: AbstractSet[str]) -> set[str]:
-    """Each token, its stem and stem+'e' ('enabled' -> 'enabl' -> 'enable'), to look antonyms up."""
+    """Each token, its stem and stem+'e' ('enabled' -> 'enabl' -> 'enable'), and a superlative's base ('fastest'
+    -> 'fast', 'largest' -> 'large', 'biggest' -> 'big', 'earliest' -> 'early'), to look antonyms up."""
     out = set(tokens)
     for t in tokens:
         s = stem(t)
         out.update((s, s + "e"))
+        if len(t) > 5 and t.endswith("est"):
+            base = t[:-3]
+            out.update((base, base + "e", base[:-1] + "y" if base.endswith("i") else base))
+            if base[-1] == base[-2]:
+                out.add(base[:-1])
     return out
 
 

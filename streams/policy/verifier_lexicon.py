@@ -41,7 +41,7 @@ arrival departure|enter exit|morning evening|day night|summer winter|early late|
 all none|everyone nobody|plus minus|odd even|light dark|white black|wet dry|full empty|safe dangerous|
 healthy unhealthy|happy sad|internal external|online offline|vertical horizontal|physical mental|
 undergraduate graduate|bachelor master|junior senior|employer employee|minor major|teacher student|buyer seller|
-client server|host guest|parent child|parents children"""
+client server|host guest|parent child|parents children|arrive leave|cheaper expensive|cheapest expensive"""
 # Words of which any two name different things (when, which day, which month): each pair counts as antonyms.
 _EXCLUSIVE_TEXT = """today tomorrow yesterday tonight|morning afternoon evening night|
 monday tuesday wednesday thursday friday saturday sunday|spring summer autumn winter|
@@ -61,6 +61,12 @@ for _left, _right in _OPPOSED:
         ANTONYMS.setdefault(_x, set()).update(_right.split())
     for _x in _right.split():
         ANTONYMS.setdefault(_x, set()).update(_left.split())
+# Verbs whose 'in' and 'out' are opposites ("zoom in" / "zoom out"): the tokenizer joins each into one word
+# ('zoomin', 'zoomout'), whose pair counts as antonyms; a bare 'in'/'out' cannot (it is 'find out', 'in 2016').
+PHRASAL_IN_OUT = frozenset("zoom sign log opt check plug clock cash scale roll tune phase fade breathe".split())
+for _verb in PHRASAL_IN_OUT:
+    ANTONYMS.setdefault(_verb + "in", set()).add(_verb + "out")
+    ANTONYMS.setdefault(_verb + "out", set()).add(_verb + "in")
 
 # Contractions typed without the apostrophe, as their spelled form ('dont' must negate as "don't" does).
 BARE_CONTRACTIONS = {

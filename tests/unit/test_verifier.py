@@ -44,6 +44,11 @@ def test_enable_vs_disable_is_an_antonym_and_a_paraphrase_is_not() -> None:
     assert feats("Is the museum open on Monday?", "Is the museum open on Sundays?")["antonym"] == 1.0
     assert feats("Flights to Rome in March", "Flights to Rome in May")["antonym"] == 0.0  # 'may' is a verb too
     assert feats("Do all birds fly?", "Do some birds fly?")["antonym"] == 1.0
+    assert feats("How do I zoom in on a Mac?", "How do I zoom out on a Mac?")["antonym"] == 1.0
+    assert feats("How do I find out my IP?", "How do I check my IP in Windows?")["antonym"] == 0.0  # bare in/out
+    assert feats("Which is the fastest land animal?", "Which is the slowest land animal?")["antonym"] == 1.0
+    assert feats("What is the biggest planet?", "What is the smallest planet?")["antonym"] == 1.0
+    assert tokenize("Log in, then checked out") == ["login", "then", "checkout"]
     assert feats("Does ibuprofen cause drowsiness?", "Does ibuprofen prevent drowsiness?")["antonym"] == 1.0
 
 
