@@ -41,7 +41,8 @@ arrival departure|enter exit|morning evening|day night|summer winter|early late|
 all none|everyone nobody|plus minus|odd even|light dark|white black|wet dry|full empty|safe dangerous|
 healthy unhealthy|happy sad|internal external|online offline|vertical horizontal|physical mental|
 undergraduate graduate|bachelor master|junior senior|employer employee|minor major|teacher student|buyer seller|
-client server|host guest|parent child|parents children|arrive leave|cheaper expensive|cheapest expensive"""
+client server|host guest|parent child|parents children|arrive leave|cheaper expensive|cheapest expensive|
+inbound outbound|incoming outgoing|ingress egress|uppercase lowercase|synchronous asynchronous|symmetric asymmetric"""
 # Words of which any two name different things (when, which day, which month): each pair counts as antonyms.
 _EXCLUSIVE_TEXT = """today tomorrow yesterday tonight|morning afternoon evening night|
 monday tuesday wednesday thursday friday saturday sunday|spring summer autumn winter|

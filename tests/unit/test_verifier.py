@@ -49,6 +49,7 @@ def test_enable_vs_disable_is_an_antonym_and_a_paraphrase_is_not() -> None:
     assert feats("Which is the fastest land animal?", "Which is the slowest land animal?")["antonym"] == 1.0
     assert feats("What is the biggest planet?", "What is the smallest planet?")["antonym"] == 1.0
     assert tokenize("Log in, then checked out") == ["login", "then", "checkout"]
+    assert feats("Block inbound traffic on port 22", "Block outbound traffic on port 22")["antonym"] == 1.0
     assert feats("Does ibuprofen cause drowsiness?", "Does ibuprofen prevent drowsiness?")["antonym"] == 1.0
 
 
