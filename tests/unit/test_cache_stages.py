@@ -81,6 +81,20 @@ class Harness:
         await self.complete.handle(dumps(Result(job=replace(job, tier="local"), response=response)), SRC, send)
         return sent
 
+    async def cached(self, text: str, answer: str) -> Job:
+        """A request missed, answered and so cached: what the test's own requests may hit."""
+        job = self.job(text)
+        await self.look(job)
+        await self.finish(job, answer)
+        return job
+
+    async def semantic_hit(self, text: str, source: Job) -> dict:
+        """The one response to ``text``, checked to be a semantic cache hit of ``source``."""
+        [hit] = responses(await self.look(self.job(text)))
+        cache = hit["route"]["cache"]
+        assert hit["tier"] == "cache" and cache["kind"] == "semantic" and cache["source_id"] == source.request.id
+        return hit
+
 
 def responses(outs: list[Outgoing]) -> list[dict]:
     return [orjson.loads(o.value) for o in outs if o.topic == "sx.responses"]
@@ -153,21 +167,17 @@ async def test_a_failure_reaches_every_waiter_and_is_not_cached(h: Harness) -> N
 
 
 async def test_verified_paraphrase_hits_and_a_flipped_meaning_does_not(h: Harness) -> None:
-    stored = h.job("How do I reset my password?")
-    await h.look(stored)
-    await h.finish(stored, "Click 'Forgot password'.")
-    [hit] = responses(await h.look(h.job("How can I reset my password?")))
+    stored = await h.cached("How do I reset my password?", "Click 'Forgot password'.")
+    hit = await h.semantic_hit("How can I reset my password?", stored)
     cache = hit["route"]["cache"]
-    assert hit["tier"] == "cache" and cache["kind"] == "semantic" and cache["source_id"] == stored.request.id
     assert 0.8 < cache["similarity"] < 1.0 and cache["verifier_score"] >= cache["threshold"]
-    semantic = h.decided[hit["id"]]["data"]["cache"]
-    assert h.decided[hit["id"]]["verdict"] == "semantic" and semantic["threshold"] == cache["threshold"]
+    decided = h.decided[hit["id"]]
+    semantic = decided["data"]["cache"]
+    assert decided["verdict"] == "semantic" and semantic["threshold"] == cache["threshold"]
     cos, score, same_context = semantic["candidates"][0]
     assert same_context == 1 and score == cache["verifier_score"] and cos == cache["similarity"]
 
-    enable = h.job("How do I enable 2FA on my account?")
-    await h.look(enable)
-    await h.finish(enable, "Settings → Security → Enable.")
+    await h.cached("How do I enable 2FA on my account?", "Settings → Security → Enable.")
     flipped = h.job("How do I disable 2FA on my account?")
     outs = await h.look(flipped)
     assert [o.topic for o in outs] == ["sx.tier.local"]
@@ -177,13 +187,9 @@ async def test_verified_paraphrase_hits_and_a_flipped_meaning_does_not(h: Harnes
 
 
 async def test_a_greeting_and_thanks_around_a_cached_request_still_hit(h: Harness) -> None:
-    stored = h.job("How do I reset my password?")
-    await h.look(stored)
-    await h.finish(stored, "Click 'Forgot password'.")
-    [hit] = responses(await h.look(h.job("Hi! How do I reset my password? Thanks!")))
-    cache = hit["route"]["cache"]
-    assert hit["tier"] == "cache" and cache["kind"] == "semantic" and cache["source_id"] == stored.request.id
-    assert cache["similarity"] > 0.999  # the same text was compared: greeting and thanks left out
+    stored = await h.cached("How do I reset my password?", "Click 'Forgot password'.")
+    hit = await h.semantic_hit("Hi! How do I reset my password? Thanks!", stored)
+    assert hit["route"]["cache"]["similarity"] > 0.999  # the same text was compared: greeting and thanks left out
     [out] = await h.look(h.job("Hi! How do I reset my router?"))  # the request still has to match
     assert out.topic == "sx.tier.local"
 
