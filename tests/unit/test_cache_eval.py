@@ -124,7 +124,7 @@ NEAR_MISSES = Path(__file__).resolve().parent.parent / "fixtures" / "near_miss_p
 
 
 def test_hand_written_near_misses_are_never_served(capsys: pytest.CaptureFixture[str]) -> None:
-    """194 prompts one word, entity, number, unit, operator, quantifier, negation, format or direction away from a
+    """209 prompts one word, entity, number, unit, operator, quantifier, negation, format or direction away from a
     cached one (2FA on/off, km to miles and back, C++ and C, today and tomorrow, 7am and 7pm, 180°C and 180°F, all
     and some, zoom in and out, fastest and slowest, "dont", "in one word", "age > 30" and "age < 30") and 33
     paraphrases, through the real embedder and the shipped verifier.
@@ -132,7 +132,7 @@ def test_hand_written_near_misses_are_never_served(capsys: pytest.CaptureFixture
     args = parse(["--pairs", str(NEAR_MISSES), "--json"])
     assert args.func(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert (summary["n"], summary["negatives"]) == (227, 194)
+    assert (summary["n"], summary["negatives"]) == (242, 209)
     assert summary["false_hits"] == 0
     assert summary["recall"] >= 0.5  # and a strict verifier still serves most of the true paraphrases
 
