@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.policy.cache_key import semantic_text
+
 # (first text, second text, label) column names, by layout; detected from the TSV header or the JSON keys.
 LAYOUTS: dict[str, tuple[str, str, str]] = {
     "qqp": ("question1", "question2", "is_duplicate"),
@@ -162,8 +164,6 @@ def precision_at_recall(
 def as_compared(pairs: Pairs) -> Pairs:
     """The pairs as the semantic cache compares them (``semantic_text``: no greeting, no thanks), so the numbers
     here are the pipeline's."""
-    from streams.policy.cache_key import semantic_text
-
     return Pairs([semantic_text(t) for t in pairs.a], [semantic_text(t) for t in pairs.b], pairs.labels, pairs.layout)
 
 

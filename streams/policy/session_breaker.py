@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Final
 
 import numpy as np
@@ -129,11 +129,11 @@ class SessionState:
         return state
 
 
-# The scalar fields and their defaults, which to_dict leaves out (from_dict restores them as dataclass defaults).
+# Plain fields with their defaults, left out of a row at their default (from_dict restores the dataclass defaults).
 _STATE_DEFAULTS: Final = tuple(
     (f.name, f.default)
     for f in fields(SessionState)
-    if f.name not in ("session", "tenant", "req_times", "cost_buckets", "last_vector")
+    if f.default is not MISSING and f.name not in ("tenant", "last_vector")
 )
 
 
