@@ -53,21 +53,25 @@ _OPPOSED = (
     ("all every always", "some sometimes few"),  # not 'most': it also makes superlatives
 )
 ANTONYMS: dict[str, set[str]] = {}
+
+
+def _oppose(words: list[str], others: list[str]) -> None:
+    """Each word counts as the antonym of each of ``others`` (itself excepted)."""
+    for x in words:
+        ANTONYMS.setdefault(x, set()).update(w for w in others if w != x)
+
+
 for _group in (_ANTONYM_TEXT + "|" + _EXCLUSIVE_TEXT).replace("\n", "").split("|"):
-    _words = _group.split()
-    for _x in _words:
-        ANTONYMS.setdefault(_x, set()).update(w for w in _words if w != _x)
+    _oppose(_group.split(), _group.split())
 for _left, _right in _OPPOSED:
-    for _x in _left.split():
-        ANTONYMS.setdefault(_x, set()).update(_right.split())
-    for _x in _right.split():
-        ANTONYMS.setdefault(_x, set()).update(_left.split())
+    _oppose(_left.split(), _right.split())
+    _oppose(_right.split(), _left.split())
 # Verbs whose 'in' and 'out' are opposites ("zoom in" / "zoom out"): the tokenizer joins each into one word
 # ('zoomin', 'zoomout'), whose pair counts as antonyms; a bare 'in'/'out' cannot (it is 'find out', 'in 2016').
 PHRASAL_IN_OUT = frozenset("zoom sign log opt check plug clock cash scale roll tune phase fade breathe".split())
 for _verb in PHRASAL_IN_OUT:
-    ANTONYMS.setdefault(_verb + "in", set()).add(_verb + "out")
-    ANTONYMS.setdefault(_verb + "out", set()).add(_verb + "in")
+    _oppose([_verb + "in"], [_verb + "out"])
+    _oppose([_verb + "out"], [_verb + "in"])
 
 # Contractions typed without the apostrophe, as their spelled form ('dont' must negate as "don't" does).
 BARE_CONTRACTIONS = {
