@@ -52,6 +52,12 @@ from streams.policy.route_classifier import (  # noqa: E402
 # Each dev prompt's worked GSM8K solution (gsm8k_test.jsonl) as an auxiliary target: its line count (AUC .61 for
 # weak-correct, as an oracle) predicted by a cross-fitted ridge on [embedding, features], as one more feature:
 # .434-.436 vs .437 (10x5-fold, ridge lam .1-10): the prompt already carries what it predicts.
+# "probe": the head also reads SmolLM2-135M's last-token state after 21 of its 30 blocks (workers/embedding/
+# lm_probe.py), centred and unit-scaled beside the MiniLM embedding: GSM8K 20x5-fold .451 -> .479 (2026-12-08).
+# Depth scan (5x5-fold, seeds 100-104, that head's scores z-averaged with the MiniLM head's; MiniLM alone .450):
+# 6 .462, 12 .460, 15-17 .484, 18 .479, 19 .489, 20 .487, 21 .495, 22 .480, 23 .481, 24 .454, 30 .465; re-checked
+# on fresh seeds 200-204 (MiniLM .444; 18 .457, 20 .469, 21 .471). Mean-pooled states: .41-.44 (worse). Concatenated
+# (as shipped) rather than averaged: .474-.485 vs .474-.495, one head instead of two.
 # "gate_k": spherical k-means centroids of the domain's prompts in the gate (default 1: the mean direction).
 CONFIG: dict[str, dict[str, Any]] = {
     "mcq": {"file": "routellm_mmlu_labels.jsonl", "lam": 10.0, "prior": "subject", "kmeans": 256},
@@ -63,9 +69,11 @@ CONFIG: dict[str, dict[str, Any]] = {
         "prior": None,
         "kmeans": 0,
         "gate_k": 4,
+        "probe": True,
     },
     "chat": {"file": "routellm_mtbench_scores.jsonl", "lam": None, "prior": "category", "kmeans": 0},
 }
+PROBE_LAYERS = 21  # workers/embedding/lm_probe.py LAYERS (tests check the two agree)
 MTBENCH_GOOD = 8.0  # an MT-Bench judge score >= this counts as a right answer
 TEMP, ALPHA = 20.0, 5.0  # soft-assignment temperature; pseudo-counts shrinking cluster rates to the global rate
 
@@ -91,8 +99,33 @@ def group_rates(groups: np.ndarray, k: int, w: np.ndarray, s: np.ndarray) -> np.
     return (sums + ALPHA * np.array([w.mean(), s.mean()])) / (counts + ALPHA)[:, None]
 
 
-def fit_head(x: np.ndarray, f: np.ndarray, w: np.ndarray, s: np.ndarray, groups: np.ndarray, cfg: dict) -> Head:
+def probe_states(texts: list[str], cache_dir: Path) -> np.ndarray:
+    """SmolLM2 mid-layer states (workers/embedding/lm_probe.py) with the same kind of disk cache as ``embed``."""
+    from workers.embedding import lm_probe
+
+    key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:16]
+    path = cache_dir / f"probe{lm_probe.LAYERS}-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    states = lm_probe.LMProbe(threads=2).probe(texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, states)
+    return states
+
+
+def fit_head(
+    x: np.ndarray,
+    f: np.ndarray,
+    w: np.ndarray,
+    s: np.ndarray,
+    groups: np.ndarray,
+    cfg: dict,
+    probes: np.ndarray | None = None,
+) -> Head:
     """Everything but calibration (set afterwards from out-of-fold scores)."""
+    if probes is not None:  # the embedding beside the centred probe state (Head.inputs)
+        shell = Head(np.zeros(0), np.ones(0), np.zeros((2, 0)), (), (1.0, 0.0), 0.5, probes.mean(0))
+        x = shell.inputs(x, probes)
     mean, std = f.mean(0), f.std(0)
     std = np.where(std < 1e-6, 1.0, std)
     clip = 6.0 if cfg.get("mtl_dev") else np.inf  # as Head.raw clips (the older heads were fitted unclipped)
@@ -115,7 +148,7 @@ def fit_head(x: np.ndarray, f: np.ndarray, w: np.ndarray, s: np.ndarray, groups:
     if cfg["kmeans"]:
         c, idx = kmeans(x, min(cfg["kmeans"], len(x) // 4))
         cents.append((c, group_rates(idx, len(c), w, s), TEMP))
-    return Head(mean, std, coef, tuple(cents), (1.0, 0.0), 0.5)
+    return Head(mean, std, coef, tuple(cents), (1.0, 0.0), 0.5, None if probes is None else probes.mean(0))
 
 
 def read_rows(path: Path, prior: str | None) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -137,6 +170,7 @@ def evaluate_domain(name: str, data: Path, cache: Path, reps: int, folds: int) -
     texts, w, s, groups, cv_groups = read_rows(data / cfg["file"], cfg["prior"])
     x = embed(texts, cache).astype(np.float64)
     f = np.vstack([text_features(t) for t in texts])
+    probes = probe_states(texts, cache).astype(np.float64) if cfg.get("probe") else None
     n = len(texts)
     oof = np.zeros((reps, n))
     units = np.unique(cv_groups)
@@ -145,18 +179,20 @@ def evaluate_domain(name: str, data: Path, cache: Path, reps: int, folds: int) -
         for fold_units in np.array_split(units[perm], min(folds, len(units))):
             fold = np.nonzero(np.isin(cv_groups, fold_units))[0]
             tr = np.nonzero(~np.isin(cv_groups, fold_units))[0]
-            oof[rep, fold] = fit_head(x[tr], f[tr], w[tr], s[tr], groups[tr], cfg).raw(x[fold], f[fold])
+            p_tr, p_fold = (None, None) if probes is None else (probes[tr], probes[fold])
+            head = fit_head(x[tr], f[tr], w[tr], s[tr], groups[tr], cfg, p_tr)
+            oof[rep, fold] = head.raw(head.inputs(x[fold], p_fold), f[fold])
     shares = [share_at_quality(o, w, s) for o in oof]
     rng = np.random.default_rng(123)
     random_shares = [share_at_quality(rng.random(n), w, s) for _ in range(50)]
     ok = (w >= s).astype(np.float64)
     calib = platt(oof.ravel(), np.tile(ok, reps))
-    full = fit_head(x, f, w, s, groups, cfg)
+    full = fit_head(x, f, w, s, groups, cfg, probes)
     probs = Head(full.feat_mean, full.feat_std, full.coef, full.centroids, calib, 0.5).prob(oof.ravel())
     # One knob for the pooled out-of-fold scores of all repeats; per-repeat knobs show its spread.
     knob = best_point(curve(probs, np.tile(w, reps), np.tile(s, reps)), float(s.mean())).knob
     per_rep = [best_point(curve(p, w, s), float(s.mean())).knob for p in probs.reshape(reps, n)]
-    head = Head(full.feat_mean, full.feat_std, full.coef, full.centroids, calib, float(knob))
+    head = Head(full.feat_mean, full.feat_std, full.coef, full.centroids, calib, float(knob), full.probe_mean)
     rep_q = [float(np.where(p >= knob, w, s).mean() / s.mean()) for p in probs.reshape(reps, n)]
     metrics = {
         "file": cfg["file"],
@@ -235,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "embedding_model": "all-MiniLM-L6-v2-int8",
         "dim": 384,
+        "probe_model": "SmolLM2-135M-Instruct-Q4_1, last-token state (RMS-normalised) after probe_layers blocks",
+        "probe_layers": PROBE_LAYERS,
         "features": list(FEATURE_NAMES),
         "target": "P(weak tier at least as good as frontier): mixtral_8x7b_correct or not gpt4_1106_correct",
         "domains": {

@@ -71,21 +71,42 @@ def read_labels(path: str | Path, score_threshold: float = 8.0) -> Labels:
     return Labels(texts, np.array(weak), np.array(strong), layout)
 
 
-def embed_texts(texts: Sequence[str], cache_dir: str | Path | None = None) -> np.ndarray:
-    """Production embeddings (all-MiniLM-L6-v2 int8); with ``cache_dir`` kept in a .npy keyed by the texts."""
-    from workers.embedding.fastembed_embedder import FastEmbedEmbedder
-
+def _cached(kind: str, texts: Sequence[str], cache_dir: str | Path | None, compute: Any) -> np.ndarray:
+    """``compute(texts)``, kept in a .npy under ``cache_dir`` keyed by ``kind`` and the texts when one is given."""
     cache: Path | None = None
     if cache_dir is not None:
-        digest = hashlib.sha256(json.dumps([FastEmbedEmbedder.name, list(texts)]).encode()).hexdigest()[:24]
+        digest = hashlib.sha256(json.dumps([kind, list(texts)]).encode()).hexdigest()[:24]
         cache = Path(cache_dir) / f"vectors-{digest}.npy"
         if cache.is_file():
             return np.load(cache)
-    vectors = FastEmbedEmbedder(threads=2).embed(list(texts))
+    vectors = np.asarray(compute(list(texts)))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, vectors)
     return vectors
+
+
+def embed_texts(texts: Sequence[str], cache_dir: str | Path | None = None) -> np.ndarray:
+    """Production embeddings (all-MiniLM-L6-v2 int8)."""
+    from workers.embedding.fastembed_embedder import FastEmbedEmbedder
+
+    return _cached(FastEmbedEmbedder.name, texts, cache_dir, lambda t: FastEmbedEmbedder(threads=2).embed(t))
+
+
+def probe_texts(
+    clf: RouteClassifier, vectors: np.ndarray, texts: Sequence[str], cache_dir: str | Path | None = None
+) -> np.ndarray | None:
+    """LM probe states for the requests whose head reads them (zeros elsewhere); None when no head does."""
+    need = np.flatnonzero(np.array(clf.needs_probe(vectors, texts), dtype=bool))
+    if len(need) == 0:
+        return None
+    from workers.embedding.lm_probe import LAYERS, LMProbe
+
+    some = [texts[i] for i in need]
+    states = _cached(f"smollm2-probe-{LAYERS}", some, cache_dir, lambda t: LMProbe(threads=2).probe(t))
+    probes = np.zeros((len(texts), states.shape[1]))
+    probes[need] = states
+    return probes
 
 
 def request_costs(texts: Sequence[str], tiers_path: str | None, output_tokens: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         labels = Labels(labels.texts[:n], labels.weak[:n], labels.strong[:n], labels.layout)
     clf = RouteClassifier.load(args.weights) if args.weights else RouteClassifier.load()
     vectors = embed_texts(labels.texts, args.cache_dir)
-    scores = clf.score_many(vectors, labels.texts)
+    probes = None if args.no_probe else probe_texts(clf, vectors, labels.texts, args.cache_dir)
+    scores = clf.score_many(vectors, labels.texts, probes)
     if args.knob is not None:
         knobs = np.full(len(scores), float(args.knob))
     else:  # each domain's CV-tuned knob
@@ -203,6 +225,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--output-tokens", type=int, default=200, help="completion tokens assumed per request")
     p.add_argument("--limit", type=int, default=0, help="only the first N rows (0: all)")
     p.add_argument("--cache-dir", default=None, help="keep computed embeddings here for reruns")
+    p.add_argument(
+        "--no-probe",
+        action="store_true",
+        help="skip the LM probe (SmolLM2 via llama.cpp, ~0.2 s per word problem): faster, the math head is weaker",
+    )
     p.set_defaults(func=run)
     return p
 

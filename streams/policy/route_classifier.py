@@ -84,6 +84,15 @@ def text_features(text: str) -> np.ndarray:
     )
 
 
+def probe_block(probes: np.ndarray | None, mean: np.ndarray, n: int) -> np.ndarray:
+    """Unit rows of (probe - mean); zeros (the average prompt) where no probe state was computed."""
+    if probes is None:
+        return np.zeros((n, len(mean)))
+    c = np.asarray(probes, dtype=np.float64).reshape(n, -1) - mean
+    norms = np.linalg.norm(c, axis=1, keepdims=True)
+    return np.where(norms > 1e-12, c / np.where(norms > 1e-12, norms, 1.0), 0.0)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
 
@@ -109,6 +118,13 @@ class Head:
     centroids: tuple[tuple[np.ndarray, np.ndarray, float], ...]  # (C (k, DIM), rates (k, 2), temperature)
     calib: tuple[float, float]  # Platt scaling a, b
     knob: float  # knob reaching 95% of frontier quality in cross-validation
+    probe_mean: np.ndarray | None = None  # set: the head also reads an LM probe state (see probe_block)
+
+    def inputs(self, vectors: np.ndarray, probes: np.ndarray | None) -> np.ndarray:
+        """The vectors the head was fitted on: the embedding, or it beside the centred probe state."""
+        if self.probe_mean is None:
+            return vectors
+        return np.hstack([vectors, probe_block(probes, self.probe_mean, len(vectors))]) / math.sqrt(2.0)
 
     def raw(self, vectors: np.ndarray, feats: np.ndarray) -> np.ndarray:
         z = np.clip((feats - self.feat_mean) / self.feat_std, -6.0, 6.0)
@@ -139,6 +155,7 @@ class Head:
             ],
             "calib": list(self.calib),
             "knob": self.knob,
+            **({} if self.probe_mean is None else {"probe_mean": encode_array(self.probe_mean, "float32")}),
         }
 
     @classmethod
@@ -155,6 +172,7 @@ class Head:
             centroids=cents,
             calib=(float(a), float(b)),
             knob=float(d["knob"]),
+            probe_mean=decode_array(d["probe_mean"]) if "probe_mean" in d else None,
         )
 
 
@@ -220,10 +238,18 @@ class RouteClassifier:
         """The knob tuned for this request's domain (finer than the single :attr:`knob`)."""
         return self.heads[self.domains(np.asarray(vector).reshape(1, -1), [text])[0]].knob
 
-    def score(self, vector: np.ndarray, text: str) -> float:
-        return float(self.score_many(np.asarray(vector).reshape(1, -1), [text])[0])
+    def needs_probe(self, vectors: np.ndarray, texts: Sequence[str]) -> list[bool]:
+        """Per request: does its head read the LM probe state (compute it only for these)."""
+        vectors = np.asarray(vectors, dtype=np.float64).reshape(len(texts), -1)
+        return [self.heads[d].probe_mean is not None for d in self.domains(vectors, texts)]
 
-    def score_many(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    def score(self, vector: np.ndarray, text: str, probe: np.ndarray | None = None) -> float:
+        probes = None if probe is None else np.asarray(probe).reshape(1, -1)
+        return float(self.score_many(np.asarray(vector).reshape(1, -1), [text], probes)[0])
+
+    def score_many(self, vectors: np.ndarray, texts: Sequence[str], probes: np.ndarray | None = None) -> np.ndarray:
+        """P(small tier suffices) per request; ``probes`` (n, probe dim) feeds heads that read it (rows of
+        other requests are ignored; without it those heads score as if the probe saw an average prompt)."""
         vectors = np.asarray(vectors, dtype=np.float64).reshape(len(texts), -1)
         if vectors.shape[1] != DIM:
             raise ValueError(f"expected {DIM}-d embeddings, got {vectors.shape[1]}")
@@ -233,7 +259,8 @@ class RouteClassifier:
             idx = np.array([i for i, d in enumerate(domains) if d == name], dtype=np.int64)
             feats = np.vstack([text_features(texts[i]) for i in idx])
             head = self.heads[name]
-            out[idx] = head.prob(head.raw(vectors[idx], feats))
+            rows = None if probes is None else np.asarray(probes, dtype=np.float64)[idx]
+            out[idx] = head.prob(head.raw(head.inputs(vectors[idx], rows), feats))
         return out
 
     def routes_weak(self, vector: np.ndarray, text: str, knob: float | None = None) -> bool:

@@ -45,7 +45,7 @@ def partition_for(key: str, partitions: int) -> int:
 
 Verify = Callable[[str, str, float], float]  # (query, cached query, cosine) -> probability of duplicate
 # (request, query embedding) -> (decision, logical topic of the chosen tier, e.g. "tier.local")
-Route = Callable[[Request, np.ndarray], tuple[RouteDecision, str]]
+Route = Callable[[Request, np.ndarray, np.ndarray | None], tuple[RouteDecision, str]]
 
 
 class LookupStage:
@@ -96,7 +96,9 @@ class LookupStage:
             hit = await self._semantic(request, job, vector, now)
             if hit is not None:
                 return hit
-        return self._dispatch(job, vector)
+        probe_state = getattr(self.router, "probe_state", None)  # the classifier's LM probe, for heads that read it
+        probe = await probe_state(request, vector) if probe_state is not None else None
+        return self._dispatch(job, vector, probe)
 
     def exact_entry(self, job: Job, now: int) -> dict[str, Any] | None:
         """The fresh exact-cache entry this job may be answered from, if any (a read: nothing changes)."""
@@ -192,8 +194,8 @@ class LookupStage:
             outs += self._answer_waiter(waiter, payload["response"], {**cache, "kind": "coalesced"})
         return outs
 
-    def _dispatch(self, job: Job, vector: np.ndarray) -> list[Outgoing]:
-        decision, topic = self.router(job.request, vector)
+    def _dispatch(self, job: Job, vector: np.ndarray, probe: np.ndarray | None = None) -> list[Outgoing]:
+        decision, topic = self.router(job.request, vector, probe)
         route: dict[str, Any] = {**job.route, **decision.to_dict()}
         routed = replace(job, tier=decision.tier, route=route)
         self.counts[f"routed:{decision.tier}"] += 1

@@ -3,7 +3,10 @@ score on the request's embedding, the local backlog for spill-over, then the pur
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -14,11 +17,16 @@ from streams.policy.router import RouteDecision, RouterInputs, route
 from streams.settings import Settings
 from streams.tiers import DEFAULT_TIERS_PATH, TierConfig, TierConfigWatcher
 
+log = logging.getLogger(__name__)
+Probe = Callable[[Sequence[str]], np.ndarray]  # texts -> LM probe states (blocking: run it in a thread)
+
 
 class Classifier(Protocol):
     default_knob: float
 
-    def score(self, vector: np.ndarray, text: str) -> float: ...
+    def score(self, vector: np.ndarray, text: str, probe: np.ndarray | None = None) -> float: ...
+
+    def needs_probe(self, vectors: np.ndarray, texts: Sequence[str]) -> list[bool]: ...
 
     def knob_for(self, vector: np.ndarray, text: str) -> float:
         """The recommended knob for this request's domain (multiple choice, math, chat)."""
@@ -32,14 +40,42 @@ class Router:
         tiers: Callable[[], TierConfig],
         classifier: Classifier | None,
         backlog: Callable[[], int] = lambda: 0,
+        probe: Callable[[], Probe] | None = None,
     ) -> None:
         self.tiers = tiers
         self.classifier = classifier
         self.backlog = backlog
+        self._make_probe = probe  # built on first use (loading the model takes seconds)
+        self._probe: Probe | None = None
+        self._probe_lock = threading.Lock()
         self.local_only = frozenset(t.strip() for t in settings.local_only_tenants.split(",") if t.strip())
         self.spill_backlog = settings.spill_backlog
 
-    def __call__(self, request: Request, vector: np.ndarray) -> tuple[RouteDecision, str]:
+    async def probe_state(self, request: Request, vector: np.ndarray) -> np.ndarray | None:
+        """The LM probe state when this request's head reads it (in a thread: it is ~0.2 s of CPU), else None."""
+        if self.classifier is None or self._make_probe is None:
+            return None
+        text = query_text(request.chat())
+        if not self.classifier.needs_probe(np.asarray(vector).reshape(1, -1), [text])[0]:
+            return None
+        try:
+            return (await asyncio.to_thread(self._run_probe, text))[0]
+        except Exception as exc:  # the probe is an aid: without it the head scores an average prompt's state
+            log.warning("router probe unavailable (%s); scoring without it", exc)
+            self._make_probe = None
+            return None
+
+    def _run_probe(self, text: str) -> np.ndarray:
+        with self._probe_lock:
+            if self._probe is None and self._make_probe is not None:
+                self._probe = self._make_probe()
+        if self._probe is None:
+            raise RuntimeError("no probe")
+        return self._probe([text])
+
+    def __call__(
+        self, request: Request, vector: np.ndarray, probe: np.ndarray | None = None
+    ) -> tuple[RouteDecision, str]:
         config = self.tiers()
         text = query_text(request.chat())
         knob = config.router_knob
@@ -47,7 +83,7 @@ class Router:
             knob = self.classifier.knob_for(vector, text) if self.classifier is not None else 0.5
         score = None
         if self.classifier is not None:
-            score = round(float(self.classifier.score(vector, text)), 4)
+            score = round(float(self.classifier.score(vector, text, probe)), 4)
         inputs = RouterInputs(
             local=config.weak,
             frontier=config.frontier,
@@ -68,4 +104,16 @@ def build_router(settings: Settings, backlog: Callable[[], int] = lambda: 0) -> 
     from streams.policy.route_classifier import RouteClassifier
 
     watcher = TierConfigWatcher(settings.tiers_file or DEFAULT_TIERS_PATH)
-    return Router(settings, watcher.current, RouteClassifier.load(), backlog)
+    return Router(settings, watcher.current, RouteClassifier.load(), backlog, _probe_factory(settings))
+
+
+def _probe_factory(settings: Settings) -> Callable[[], Probe] | None:
+    if not settings.router_probe:
+        return None
+
+    def make() -> Probe:
+        from workers.embedding.lm_probe import LMProbe
+
+        return LMProbe(threads=1).probe
+
+    return make
