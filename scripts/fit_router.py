@@ -29,11 +29,9 @@ from streams.policy.route_classifier import (  # noqa: E402
     FEATURE_NAMES,
     Head,
     RouteClassifier,
-    best_point,
-    curve,
-    share_at_quality,
     text_features,
 )
+from streams.policy.route_curve import best_point, curve, share_at_quality  # noqa: E402
 
 # Per-domain hyper-parameters (chosen by repeated K-fold CV on the dev files). "prior": rows' field whose groups
 # become centroid priors; "kmeans": extra unsupervised topic clusters; "lam": L2 penalty of the logistic models on

@@ -131,6 +131,7 @@ class Settings:
     # The router's LM probe (SmolLM2 mid-layer state, ~0.2 s of CPU per word problem, workers/embedding/lm_probe.py)
     # for the heads that read it; off: those heads score without it (faster, the math head is weaker).
     router_probe: bool = True
+    router_probe_pending: int = 8  # more word problems than this waiting for the probe: score the next without it
     spill_backlog: int = 32  # interactive requests spill to the next tier past this local backlog; 0: never
 
     # Budgets per session (USD; < 0: none) and the runaway-loop breaker per session.

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from streams.policy.route_classifier import CurvePoint, RouteClassifier, best_point, curve
+from streams.policy.route_classifier import RouteClassifier
+from streams.policy.route_curve import CurvePoint, best_point, curve
 
 WEAK_KEYS = ("mixtral_8x7b_correct", "mixtral_8x7b_score")
 STRONG_KEYS = ("gpt4_1106_correct", "gpt4_1106_score")

@@ -3,9 +3,6 @@ score on the request's embedding, the local backlog for spill-over, then the pur
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -15,10 +12,8 @@ from schemas.records import Request
 from streams.policy.cache_policy import query_text
 from streams.policy.router import RouteDecision, RouterInputs, route
 from streams.settings import Settings
+from streams.stages.route_probe import Probe, ProbeRunner
 from streams.tiers import DEFAULT_TIERS_PATH, TierConfig, TierConfigWatcher
-
-log = logging.getLogger(__name__)
-Probe = Callable[[Sequence[str]], np.ndarray]  # texts -> LM probe states (blocking: run it in a thread)
 
 
 class Classifier(Protocol):
@@ -40,38 +35,23 @@ class Router:
         tiers: Callable[[], TierConfig],
         classifier: Classifier | None,
         backlog: Callable[[], int] = lambda: 0,
-        probe: Callable[[], Probe] | None = None,
+        probe: ProbeRunner | None = None,
     ) -> None:
         self.tiers = tiers
         self.classifier = classifier
         self.backlog = backlog
-        self._make_probe = probe  # built on first use (loading the model takes seconds)
-        self._probe: Probe | None = None
-        self._probe_lock = threading.Lock()
+        self.probe = probe
         self.local_only = frozenset(t.strip() for t in settings.local_only_tenants.split(",") if t.strip())
         self.spill_backlog = settings.spill_backlog
 
     async def probe_state(self, request: Request, vector: np.ndarray) -> np.ndarray | None:
-        """The LM probe state when this request's head reads it (in a thread: it is ~0.2 s of CPU), else None."""
-        if self.classifier is None or self._make_probe is None:
+        """The LM probe state when this request's head reads it (see route_probe), else None."""
+        if self.classifier is None or self.probe is None or not self.probe.enabled:
             return None
         text = query_text(request.chat())
         if not self.classifier.needs_probe(np.asarray(vector).reshape(1, -1), [text])[0]:
             return None
-        try:
-            return (await asyncio.to_thread(self._run_probe, text))[0]
-        except Exception as exc:  # the probe is an aid: without it the head scores an average prompt's state
-            log.warning("router probe unavailable (%s); scoring without it", exc)
-            self._make_probe = None
-            return None
-
-    def _run_probe(self, text: str) -> np.ndarray:
-        with self._probe_lock:
-            if self._probe is None and self._make_probe is not None:
-                self._probe = self._make_probe()
-        if self._probe is None:
-            raise RuntimeError("no probe")
-        return self._probe([text])
+        return await self.probe.state(text)
 
     def __call__(
         self, request: Request, vector: np.ndarray, probe: np.ndarray | None = None
@@ -107,7 +87,7 @@ def build_router(settings: Settings, backlog: Callable[[], int] = lambda: 0) -> 
     return Router(settings, watcher.current, RouteClassifier.load(), backlog, _probe_factory(settings))
 
 
-def _probe_factory(settings: Settings) -> Callable[[], Probe] | None:
+def _probe_factory(settings: Settings) -> ProbeRunner | None:
     if not settings.router_probe:
         return None
 
@@ -116,4 +96,4 @@ def _probe_factory(settings: Settings) -> Callable[[], Probe] | None:
 
         return LMProbe(threads=1).probe
 
-    return make
+    return ProbeRunner(make, settings.router_probe_pending)

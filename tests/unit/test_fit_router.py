@@ -8,7 +8,8 @@ from types import ModuleType
 
 import numpy as np
 
-from streams.policy.route_classifier import DIM, share_at_quality, text_features
+from streams.policy.route_classifier import DIM, text_features
+from streams.policy.route_curve import share_at_quality
 
 
 def _fit_script() -> ModuleType:  # scripts/ is not a package: load the refit script by path

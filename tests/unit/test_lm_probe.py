@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from schemas.records import Request
 from streams.policy.route_classifier import RouteClassifier
 from streams.settings import Settings
+from streams.stages.route_probe import Probe, ProbeRunner
 from streams.stages.routing import Router, build_router
 from workers.embedding.lm_probe import DIM, LAYERS, LMProbe, truncated_model
 from workers.local.model_files import default_model_path
@@ -89,14 +92,37 @@ def test_router_computes_the_probe_only_for_heads_that_read_it(tmp_path: Path) -
 def test_a_failing_probe_degrades_to_scoring_without_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from workers.embedding.fastembed_embedder import FastEmbedEmbedder
 
-    def broken() -> object:
-        raise OSError("model file unreadable")
+    def broken() -> Probe:
+        raise OSError("model file unreadable")  # fault injection: the model cannot load
 
     base = build_router(Settings(data_dir=str(tmp_path), router_probe=False))
-    router = Router(Settings(data_dir=str(tmp_path)), base.tiers, base.classifier, probe=broken)  # type: ignore[arg-type]
+    runner = ProbeRunner(broken)
+    router = Router(Settings(data_dir=str(tmp_path)), base.tiers, base.classifier, probe=runner)
     vec = FastEmbedEmbedder(threads=1).embed([WORD])[0]
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(router.probe_state(_request(WORD), vec)) is None
-    assert "router probe unavailable" in caplog.text
+    assert "router probe unavailable" in caplog.text and not runner.enabled
+    assert asyncio.run(router.probe_state(_request(WORD), vec)) is None  # off for good: no retry per request
     decision, _ = router(_request(WORD), vec, None)
-    assert decision.tier
+    assert decision.tier and decision.score is not None
+
+
+def test_probe_runner_bounds_the_wait() -> None:
+    release = threading.Event()
+
+    def slow(texts: Sequence[str]) -> np.ndarray:  # a stand-in that blocks until released (the real one is ~0.2 s)
+        release.wait(5)
+        return np.ones((len(texts), DIM))
+
+    runner = ProbeRunner(lambda: slow, max_pending=2)
+
+    async def burst() -> list[np.ndarray | None]:
+        tasks = [asyncio.ensure_future(runner.state(f"q{i}")) for i in range(5)]
+        await asyncio.sleep(0.05)
+        release.set()
+        return list(await asyncio.gather(*tasks))
+
+    out = asyncio.run(burst())
+    assert sum(o is not None for o in out) == 2 and sum(o is None for o in out) == 3
+    assert runner.counts["probed"] == 2 and runner.counts["skipped:busy"] == 3
+    runner.close()

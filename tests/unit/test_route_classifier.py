@@ -13,12 +13,10 @@ from streams.policy.route_classifier import (
     DEFAULT_PATH,
     FEATURE_NAMES,
     RouteClassifier,
-    best_point,
-    curve,
     domain_of,
-    share_at_quality,
     text_features,
 )
+from streams.policy.route_curve import best_point, curve, share_at_quality
 
 MCQ = "What is the capital of France?\nA. Lyon\nB. Paris\nC. Nice\nD. Lille\nAnswer:"
 WORD = "Tom has 3 apples and buys 2 more. How many apples does he have?"

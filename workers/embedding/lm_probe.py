@@ -52,16 +52,14 @@ def truncated_model(source: Path, layers: int = LAYERS, cache_root: Path | None 
         value: Any = layers if field.name == count_key else field.contents()
         writer.add_key_value(field.name, value, kind, sub_type=sub)
     kept = [t for t in reader.tensors if not t.name.startswith("blk.") or int(t.name.split(".")[1]) < layers]
-    data = {
-        t.name: np.ones_like(t.data) if t.name == "output_norm.weight" else t.data for t in kept
-    }  # unit gain: the state itself, only RMS-normalised
     for t in kept:
         writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
     for t in kept:
-        writer.write_tensor_data(data[t.name], tensor_endianess=reader.endianess)
+        unit_gain = t.name == "output_norm.weight"  # the state itself, only RMS-normalised
+        writer.write_tensor_data(np.ones_like(t.data) if unit_gain else t.data, tensor_endianess=reader.endianess)
     writer.close()
     tmp.replace(target)
     return target
