@@ -62,6 +62,9 @@ def truncated_model(source: Path, layers: int = LAYERS, cache_root: Path | None 
         writer.write_tensor_data(np.ones_like(t.data) if unit_gain else t.data, tensor_endianess=reader.endianess)
     writer.close()
     tmp.replace(target)
+    for stale in root.glob(f"{source.stem}.first{layers}.*.gguf"):  # copies of an earlier install of the model
+        if stale != target:
+            stale.unlink(missing_ok=True)  # a process still using one keeps its mapping
     return target
 
 
@@ -82,9 +85,15 @@ class LMProbe:
         path = truncated_model(model_path, LAYERS, cache_root)
         self._lock = threading.Lock()
         self._llm = llama_cpp.Llama(
-            str(path), embedding=True, pooling_type=_POOLING_LAST, n_ctx=2048, n_threads=threads, verbose=False
+            str(path),
+            embedding=True,
+            pooling_type=_POOLING_LAST,
+            n_ctx=512,
+            n_batch=512,
+            n_threads=threads,
+            verbose=False,
         )
-        self._max_tokens = 2000
+        self._max_tokens = 500  # word problems are ~70 tokens; a longer prompt keeps its end
 
     def probe(self, texts: Sequence[str]) -> np.ndarray:
         """(n, DIM) float32: each text's RMS-normalised state after ``LAYERS`` blocks (its last token)."""
