@@ -6,8 +6,8 @@ JSON file. One *head* per prompt domain (exam multiple choice, math word problem
 prompt hard differs by domain. A head sums cheap estimates of P(weak correct) - P(strong correct): two logistic
 models on [embedding, text features] and soft nearest-centroid priors (topics with smoothed success rates); Platt
 scaling maps the sum to the probability that routing weak loses nothing (weak right, or frontier wrong too).
-
-Also holds the pure cost/quality-curve maths used to tune and evaluate a router (RouteLLM's protocol).
+A head may also read an LM probe state (the math head does: workers/embedding/lm_probe.py); the caller supplies it
+for the requests ``needs_probe`` names. The cost/quality-curve maths live in route_curve.py.
 """
 
 from __future__ import annotations
