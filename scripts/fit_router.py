@@ -15,6 +15,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,10 @@ from streams.policy.route_classifier import (  # noqa: E402
     Head,
     RouteClassifier,
     text_features,
+    with_probe,
 )
 from streams.policy.route_curve import best_point, curve, share_at_quality  # noqa: E402
+from workers.embedding.lm_probe import LAYERS as PROBE_LAYERS  # noqa: E402
 
 # Per-domain hyper-parameters (chosen by repeated K-fold CV on the dev files). "prior": rows' field whose groups
 # become centroid priors; "kmeans": extra unsupervised topic clusters; "lam": L2 penalty of the logistic models on
@@ -71,23 +74,26 @@ CONFIG: dict[str, dict[str, Any]] = {
     },
     "chat": {"file": "routellm_mtbench_scores.jsonl", "lam": None, "prior": "category", "kmeans": 0},
 }
-PROBE_LAYERS = 21  # workers/embedding/lm_probe.py LAYERS (tests check the two agree)
 MTBENCH_GOOD = 8.0  # an MT-Bench judge score >= this counts as a right answer
 TEMP, ALPHA = 20.0, 5.0  # soft-assignment temperature; pseudo-counts shrinking cluster rates to the global rate
 
 
-def embed(texts: list[str], cache_dir: Path) -> np.ndarray:
-    """Embeddings with a disk cache keyed by the texts (embedding 10k prompts takes minutes on 2 cores)."""
+def _cached(prefix: str, texts: list[str], cache_dir: Path, compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """``compute(texts)`` with a disk cache keyed by the texts (embedding 10k prompts takes minutes on 2 cores)."""
     key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:16]
-    path = cache_dir / f"minilm-{key}.npy"
+    path = cache_dir / f"{prefix}-{key}.npy"
     if path.exists():
         return np.load(path)
+    out = compute(texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def embed(texts: list[str], cache_dir: Path) -> np.ndarray:
     from workers.embedding.fastembed_embedder import FastEmbedEmbedder
 
-    vectors = FastEmbedEmbedder(threads=2).embed(texts)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
+    return _cached("minilm", texts, cache_dir, lambda t: FastEmbedEmbedder(threads=2).embed(t))
 
 
 def group_rates(groups: np.ndarray, k: int, w: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -98,17 +104,10 @@ def group_rates(groups: np.ndarray, k: int, w: np.ndarray, s: np.ndarray) -> np.
 
 
 def probe_states(texts: list[str], cache_dir: Path) -> np.ndarray:
-    """SmolLM2 mid-layer states (workers/embedding/lm_probe.py) with the same kind of disk cache as ``embed``."""
-    from workers.embedding import lm_probe
+    """SmolLM2 mid-layer states (workers/embedding/lm_probe.py), cached like ``embed``."""
+    from workers.embedding.lm_probe import LMProbe
 
-    key = hashlib.sha1("\x00".join(texts).encode()).hexdigest()[:16]
-    path = cache_dir / f"probe{lm_probe.LAYERS}-{key}.npy"
-    if path.exists():
-        return np.load(path)
-    states = lm_probe.LMProbe(threads=2).probe(texts)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, states)
-    return states
+    return _cached(f"probe{PROBE_LAYERS}", texts, cache_dir, lambda t: LMProbe(threads=2).probe(t))
 
 
 def fit_head(
@@ -122,8 +121,7 @@ def fit_head(
 ) -> Head:
     """Everything but calibration (set afterwards from out-of-fold scores)."""
     if probes is not None:  # the embedding beside the centred probe state (Head.inputs)
-        shell = Head(np.zeros(0), np.ones(0), np.zeros((2, 0)), (), (1.0, 0.0), 0.5, probes.mean(0))
-        x = shell.inputs(x, probes)
+        x = with_probe(x, probes, probes.mean(0))
     mean, std = f.mean(0), f.std(0)
     std = np.where(std < 1e-6, 1.0, std)
     clip = 6.0 if cfg.get("mtl_dev") else np.inf  # as Head.raw clips (the older heads were fitted unclipped)

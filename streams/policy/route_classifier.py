@@ -93,6 +93,11 @@ def probe_block(probes: np.ndarray | None, mean: np.ndarray, n: int) -> np.ndarr
     return np.where(norms > 1e-12, c / np.where(norms > 1e-12, norms, 1.0), 0.0)
 
 
+def with_probe(vectors: np.ndarray, probes: np.ndarray | None, probe_mean: np.ndarray) -> np.ndarray:
+    """A probe-reading head's inputs: the embedding beside the centred probe state, scaled back to unit norm."""
+    return np.hstack([vectors, probe_block(probes, probe_mean, len(vectors))]) / math.sqrt(2.0)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
 
@@ -122,9 +127,7 @@ class Head:
 
     def inputs(self, vectors: np.ndarray, probes: np.ndarray | None) -> np.ndarray:
         """The vectors the head was fitted on: the embedding, or it beside the centred probe state."""
-        if self.probe_mean is None:
-            return vectors
-        return np.hstack([vectors, probe_block(probes, self.probe_mean, len(vectors))]) / math.sqrt(2.0)
+        return vectors if self.probe_mean is None else with_probe(vectors, probes, self.probe_mean)
 
     def raw(self, vectors: np.ndarray, feats: np.ndarray) -> np.ndarray:
         z = np.clip((feats - self.feat_mean) / self.feat_std, -6.0, 6.0)
